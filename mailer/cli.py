@@ -1,0 +1,120 @@
+"""The ``mailer`` command. Wiring lives here: settings are read once and handed down.
+
+Every ``MailerError`` ends the command with one line on stderr and exit status 2;
+a traceback means a bug, not a bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import webbrowser
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mailer.config import Settings, load_settings
+from mailer.errors import MailerError
+from mailer.lint import CLIP_LIMIT
+from mailer.preview import Preview, build_preview, serve_preview, write_preview
+
+__all__ = ["main"]
+
+console = Console(highlight=False)
+
+
+class _Group(click.Group):
+    """Turns the project's own errors into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except MailerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Newsletter delivery: render a weekly Markdown post and send it to every subscriber."""
+    ctx.obj = load_settings()
+
+
+@main.command()
+@click.argument("post", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for <slug>.html and <slug>.txt [default: MAILER_PREVIEW_DIR].",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a web browser.")
+@click.option(
+    "--serve", is_flag=True, help="Serve on localhost; reload when the post or a template changes."
+)
+@click.option("--port", default=8025, show_default=True, help="Port for --serve.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 if the linter finds errors.")
+@click.pass_obj
+def preview(
+    settings: Settings,
+    post: Path,
+    out_dir: Path | None,
+    open_browser: bool,
+    serve: bool,
+    port: int,
+    strict: bool,
+) -> None:
+    """Render POST as readers will get it, write it out and report what would hurt them."""
+    result = build_preview(post, settings)
+    html_path, text_path = write_preview(result, out_dir or settings.preview_dir)
+    _print_summary(result, html_path, text_path)
+    if open_browser:
+        webbrowser.open(html_path.resolve().as_uri())
+    if serve:
+        url = f"http://127.0.0.1:{port}/"
+        console.print(
+            f"Serving [bold]{url}[/] — reloads when {post} or a template changes (Ctrl-C stops)"
+        )
+        if open_browser:
+            webbrowser.open(url)
+
+        def report(error: str | None) -> None:
+            console.print(f"[red]error:[/] {error}" if error else f"re-rendered {post}")
+
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_preview(post, settings, "127.0.0.1", port, on_change=report)
+    if strict and any(f.severity == "error" for f in result.findings):
+        sys.exit(1)
+
+
+def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:
+    edition = result.edition
+    share = edition.size / CLIP_LIMIT
+    size_style = "red" if share > 1 else "yellow" if share > 0.9 else "green"
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Subject", Text(edition.subject))
+    table.add_row(
+        "Preheader", Text(edition.preheader) if edition.preheader else "[yellow](none)[/]"
+    )
+    table.add_row("Language", edition.lang)
+    table.add_row(
+        "Size",
+        f"[{size_style}]{edition.size / 1000:.1f} KB[/] of Gmail's {CLIP_LIMIT / 1000:.0f} KB "
+        f"clip limit ({share:.0%})",
+    )
+    table.add_row("Links", str(len(edition.links)))
+    table.add_row("Images", str(len(edition.images)))
+    table.add_row("Wrote", f"{html_path}\n{text_path}")
+    console.print(table)
+    if not result.findings:
+        console.print("[green]No lint findings.[/]")
+    for finding in result.findings:
+        color = "red" if finding.severity == "error" else "yellow"
+        rest = str(finding).removeprefix(finding.severity)
+        console.print(Text.assemble((finding.severity, color), rest))

@@ -1,0 +1,111 @@
+"""What in an edition would hurt its readers, found before it is sent.
+
+The checks read the finished HTML (what readers get), not the Markdown, so they
+also catch what a template or an override introduced.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from mailer.config import Settings
+from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
+from mailer.textwidth import display_width
+
+__all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]
+
+# Gmail hides everything after about 102 KB of HTML behind "[Message clipped]".
+CLIP_LIMIT = 102_000
+# Columns of a subject that phones show before cutting it (CJK characters count two).
+SUBJECT_WIDTH = 60
+_PLACEHOLDERS = (UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER)
+
+
+def lint(edition: Edition, settings: Settings) -> list[Finding]:
+    """Every finding for ``edition``: those of rendering first, then those of the HTML."""
+    findings = list(edition.findings)
+    size = edition.size
+    if size > CLIP_LIMIT:
+        findings.append(
+            Finding(
+                "error",
+                "clipped",
+                f"the HTML is {size / 1000:.0f} KB; Gmail clips email over "
+                f"{CLIP_LIMIT / 1000:.0f} KB: shorten the post or move parts to the web",
+            )
+        )
+    elif size > CLIP_LIMIT * 0.9:
+        message = f"the HTML is {size / 1000:.0f} KB, close to Gmail's {CLIP_LIMIT // 1000} KB clip"
+        findings.append(Finding("warning", "near-clip", message))
+
+    scanner = _Scanner()
+    scanner.feed(edition.html)
+    scanner.close()
+    for href in scanner.hrefs:
+        findings.extend(_check_link(href))
+    for src, alt in scanner.images:
+        findings.extend(_check_image(src, alt))
+
+    width = display_width(edition.subject)
+    if width > SUBJECT_WIDTH:
+        message = f"the subject is {width} columns wide; phones show about {SUBJECT_WIDTH}"
+        findings.append(Finding("warning", "long-subject", message))
+    if not edition.preheader:
+        message = "no preheader: add 'preheader:' to the front matter or open with a paragraph"
+        findings.append(Finding("warning", "missing-preheader", message))
+    if not settings.postal_address:
+        message = (
+            "no postal address in the footer (the law asks for one): set MAILER_POSTAL_ADDRESS"
+        )
+        findings.append(Finding("warning", "no-postal-address", message))
+    return findings
+
+
+def _check_link(href: str) -> list[Finding]:
+    if href in _PLACEHOLDERS or href.startswith("mailto:"):
+        return []
+    scheme = urlsplit(href).scheme.lower()
+    if scheme in ("javascript", "vbscript", "data"):
+        return [Finding("error", "unsafe-link", f"a {scheme}: link: {href[:60]}")]
+    if scheme not in ("http", "https"):
+        return [Finding("error", "relative-link", f"a link that is not absolute: {href!r}")]
+    return []
+
+
+def _check_image(src: str, alt: str | None) -> list[Finding]:
+    found: list[Finding] = []
+    parts = urlsplit(src)
+    if parts.scheme not in ("http", "https"):
+        found.append(
+            Finding("error", "relative-image", f"an image source that is not absolute: {src!r}")
+        )
+    elif parts.scheme == "http":
+        message = f"an http: image ({src}) shows as broken or insecure in many clients: use https"
+        found.append(Finding("warning", "http-image", message))
+    suffix = PurePosixPath(parts.path).suffix.lower()
+    if suffix == ".svg":
+        message = f"an SVG image ({src}): Gmail and Outlook do not show SVG; use PNG or JPEG"
+        found.append(Finding("error", "svg-image", message))
+    elif suffix == ".webp":
+        message = f"a WebP image ({src}): Outlook for Windows does not show WebP; use PNG or JPEG"
+        found.append(Finding("warning", "webp-image", message))
+    if not (alt or "").strip():
+        message = f"an image without alt text ({src}): write ![what it shows]({src})"
+        found.append(Finding("error", "missing-alt", message))
+    return found
+
+
+class _Scanner(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+        self.images: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "a" and values.get("href") is not None:
+            self.hrefs.append(str(values["href"]))
+        elif tag == "img":
+            self.images.append((str(values.get("src") or ""), values.get("alt")))

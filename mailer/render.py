@@ -1,0 +1,163 @@
+"""Post → Edition: Markdown through Jinja2 templates into MJML, compiled to HTML by mjml-python.
+
+A ``Renderer`` holds what is costly to build (the Markdown parser, the templates,
+the theme) so that rendering a post is cheap; the three stages are separate
+methods so the benchmark can time each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html import unescape
+from urllib.parse import urljoin
+
+import mjml
+from markupsafe import Markup
+
+from mailer.config import Settings
+from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Image, Link
+from mailer.errors import TemplateError
+from mailer.language import detect_lang
+from mailer.markdown import Block, EmailMarkdown, Parsed
+from mailer.plaintext import to_text, underline
+from mailer.post import Post
+from mailer.preheader import PADDING, choose_preheader
+from mailer.templating import Templates
+
+__all__ = ["Renderer", "render"]
+
+_URL = re.compile(r"\(?https?://\S+")
+_LINK = re.compile(r'<a\b[^>]*?\shref="([^"]*)"[^>]*>(.*?)</a>', re.DOTALL)
+_IMG = re.compile(r"<img\b[^>]*>")
+_ATTR = re.compile(r'\s(src|alt)="([^"]*)"')
+_TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass
+class Body:
+    """A post's Markdown, prepared: the first stage of rendering."""
+
+    post: Post
+    parsed: Parsed
+    blocks: list[Block]
+    text: str
+    lang: str
+    post_url: str
+
+
+class Renderer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.templates = Templates(settings.templates_dir)
+        self.theme = self.templates.theme()
+        self.markdown = EmailMarkdown(self.theme.get("styles", {}))
+
+    def render(self, post: Post) -> Edition:
+        body = self.prepare(post)
+        mjml_source, context = self.template(body)
+        return self.finish(body, context, self.compile(mjml_source, post))
+
+    def post_url(self, post: Post) -> str:
+        if post.canonical_url:
+            return post.canonical_url
+        path = self.settings.post_path.format(slug=post.slug)
+        return urljoin(self.settings.site_url + "/", path)
+
+    # Stage 1: Markdown.
+    def prepare(self, post: Post) -> Body:
+        post_url = self.post_url(post)
+        parsed = self.markdown.parse(post.body, post_url, post.body_line)
+        blocks = self.markdown.to_blocks(parsed)
+        text = to_text(parsed)
+        lang = post.lang or self.settings.lang or detect_lang(_URL.sub(" ", post.body))
+        return Body(post, parsed, blocks, text, lang, post_url)
+
+    # Stage 2: Jinja2 templates.
+    def template(self, body: Body) -> tuple[str, dict[str, object]]:
+        post = body.post
+        strings = self.templates.strings(body.lang)
+        context: dict[str, object] = {
+            "subject": post.subject or post.title,
+            "title": post.title,
+            "title_rule": underline(post.title, "="),
+            "date": _format_date(post.date, strings.get("date_format", "%Y-%m-%d")),
+            "preheader": choose_preheader(post.preheader, body.parsed),
+            "preheader_padding": PADDING,
+            "lang": body.lang,
+            "blocks": body.blocks,
+            "body": body.text,
+            "theme": self.theme,
+            "font_stack": self._font_stack(body.lang),
+            "strings": strings,
+            "settings": self.settings,
+            "post_url": body.post_url,
+            "unsubscribe_url": Markup(UNSUBSCRIBE_PLACEHOLDER),
+            "view_url": Markup(VIEW_PLACEHOLDER),
+        }
+        return self.templates.render("email/newsletter.mjml", **context), context
+
+    # Stage 3: MJML.
+    def compile(self, mjml_source: str, post: Post) -> str:
+        font_url = self.settings.font_url
+        fonts = {self.settings.font_family: font_url} if font_url else {}
+        try:
+            return mjml.mjml2html(mjml_source, disable_comments=True, fonts=fonts)
+        except ValueError as exc:
+            raise TemplateError(
+                f"email/newsletter.mjml made invalid MJML for {post.path}: {exc}"
+            ) from exc
+
+    def finish(self, body: Body, context: dict[str, object], html: str) -> Edition:
+        text = self.templates.render("email/newsletter.txt", **context)
+        return Edition(
+            slug=body.post.slug,
+            title=body.post.title,
+            subject=str(context["subject"]),
+            preheader=str(context["preheader"]),
+            lang=body.lang,
+            post_url=body.post_url,
+            html=html,
+            text=text,
+            links=tuple(_links(body.blocks)),
+            images=tuple(_images(body.blocks)),
+            findings=tuple(body.parsed.findings),
+        )
+
+    def _font_stack(self, lang: str) -> Markup:
+        """The configured web font, then Latin fonts, then the language's CJK fonts."""
+        fonts = self.theme.get("fonts", {})
+        web = f"'{self.settings.font_family}'" if self.settings.font_url else None
+        cjk = fonts.get(lang) or fonts.get(lang.split("-")[0])
+        stack = (web, fonts.get("latin"), cjk, fonts.get("generic", "sans-serif"))
+        # Markup: the single quotes around font names must not become &#39; in the attribute.
+        return Markup(", ".join(f for f in stack if f).replace('"', "'"))
+
+
+def render(post: Post, settings: Settings) -> Edition:
+    """Render one post with a fresh renderer (for one-off use; reuse a Renderer in loops)."""
+    return Renderer(settings).render(post)
+
+
+def _format_date(date: dt.date | None, fmt: str) -> str:
+    return date.strftime(fmt) if date else ""
+
+
+def _links(blocks: list[Block]) -> Iterator[Link]:
+    """Every link of the body, in order (the block HTML is markdown-it's or nh3's: regular)."""
+    for block in blocks:
+        if block.kind == "image" and block.href:
+            yield Link(block.href, block.alt)
+        for href, inner in _LINK.findall(block.html):
+            yield Link(unescape(href), unescape(_TAG.sub("", inner)).strip())
+
+
+def _images(blocks: list[Block]) -> Iterator[Image]:
+    for block in blocks:
+        if block.kind == "image":
+            yield Image(block.src, block.alt)
+        for tag in _IMG.findall(block.html):
+            attrs = dict(_ATTR.findall(tag))
+            yield Image(unescape(attrs.get("src", "")), unescape(attrs.get("alt", "")))

@@ -1,0 +1,149 @@
+"""The sample post's preview in a real headless Chromium, at phone and desktop widths.
+
+Unit tests check the HTML we write; only a browser shows what a reader sees: whether the
+page scrolls sideways on a phone, whether the title is on the first screen, whether the
+dark-mode styles apply. Screenshots go to tests/artifacts/ (gitignored) for a human look.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from mailer.config import load_settings
+from mailer.preview import build_preview, write_preview
+from tests.conftest import ROOT, SAMPLE_POST
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+TITLE = "2026年2月第一周AI与科技动态周报"
+SCREEN_HEIGHT = 800
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Callable[[], Browser]]:
+    """Chromium, launched once for the module, on first use inside a test.
+
+    Launching from the test body makes a missing browser a test failure (not a setup error
+    or a skip): the browser checks are part of `make test`.
+    """
+    with sync_playwright() as playwright:
+        launched: list[Browser] = []
+
+        def get() -> Browser:
+            if not launched:
+                if not CHROMIUM.is_file():
+                    pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install it")
+                launched.append(
+                    playwright.chromium.launch(
+                        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                    )
+                )
+            return launched[0]
+
+        yield get
+        for launched_browser in launched:
+            launched_browser.close()
+
+
+@pytest.fixture
+def preview_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The sample post's preview, written into the test's folder, with default settings."""
+    for name in [name for name in os.environ if name.startswith("MAILER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no local mailer.toml
+    html_path, _ = write_preview(build_preview(SAMPLE_POST, load_settings()), tmp_path)
+    return html_path.as_uri()
+
+
+def open_page(
+    browser: Browser, url: str, width: int, color_scheme: Literal["light", "dark"] = "light"
+) -> Page:
+    context = browser.new_context(
+        viewport={"width": width, "height": SCREEN_HEIGHT}, color_scheme=color_scheme
+    )
+    page = context.new_page()
+    # Hermetic: the preview must not need the network to lay out.
+    page.route(re.compile(r"^(?!file:)"), lambda route: route.abort())
+    page.goto(url, wait_until="load")
+    return page
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.is_file() and path.stat().st_size > 0
+    return path
+
+
+def luminance(css_colour: str) -> float:
+    """Relative luminance (0 black … 1 white) of a computed ``rgb()``/``rgba()`` colour."""
+    red, green, blue = (float(v) / 255 for v in re.findall(r"[\d.]+", css_colour)[:3])
+    linear = [
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+@pytest.mark.parametrize("width", [375, 600])
+def test_preview_fits_the_screen(
+    browser: Callable[[], Browser], preview_url: str, width: int
+) -> None:
+    page = open_page(browser(), preview_url, width)
+    try:
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        scroll = page.evaluate(
+            """() => [document.documentElement, document.body].map(
+                   (el) => [el.scrollWidth, el.clientWidth])"""
+        )
+        for scroll_width, client_width in scroll:
+            assert scroll_width <= client_width, f"horizontal scroll at {width}px: {scroll}"
+
+        title = page.locator("h1", has_text=TITLE)
+        assert title.is_visible()
+        box = title.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, f"title outside: {box}"
+        assert 0 <= box["y"] < SCREEN_HEIGHT, f"title not on the first screen: {box}"
+
+        sticking_out = page.evaluate(
+            """(width) => Array.from(document.querySelectorAll("body *"))
+                   .filter((el) => el.getBoundingClientRect().right > width + 1)
+                   .map((el) => [el.tagName, el.className, el.getBoundingClientRect().right])""",
+            width,
+        )
+        assert sticking_out == [], f"past the right edge at {width}px: {sticking_out}"
+    finally:
+        screenshot(page, f"preview-{width}.png")
+        page.context.close()
+
+
+def test_preview_dark_mode(browser: Callable[[], Browser], preview_url: str) -> None:
+    page = open_page(browser(), preview_url, 375, color_scheme="dark")
+    try:
+        assert page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+        wrapper = page.evaluate(
+            """getComputedStyle(document.querySelector(".page") || document.body).backgroundColor"""
+        )
+        assert luminance(wrapper) < 0.05, f"page background not dark: {wrapper}"
+        title = page.evaluate("getComputedStyle(document.querySelector('.post h1')).color")
+        assert luminance(title) > 0.5, f"title text not light on dark: {title}"
+    finally:
+        screenshot(page, "preview-dark-375.png")
+        page.context.close()

@@ -1,0 +1,86 @@
+"""Settings: defaults that need no setup, env over file, and wrong values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailer.config import load_settings
+from mailer.errors import ConfigError
+
+
+def test_defaults_need_no_setup() -> None:
+    settings = load_settings()
+    assert settings.backend == "outbox"
+    assert settings.broker_url == ""
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.posts_dir == Path("posts")
+
+
+def test_file_then_environment(monkeypatch, isolated_env: Path) -> None:
+    (isolated_env / "mailer.toml").write_text(
+        'publication_name = "AI 周报"\nsite_url = "https://blog.example.org/"\n'
+        'sender_email = "news@example.org"\n',
+        "utf-8",
+    )
+    monkeypatch.setenv("MAILER_SENDER_EMAIL", "weekly@example.org")
+    settings = load_settings()
+    assert settings.publication_name == "AI 周报"
+    assert settings.site_url == "https://blog.example.org"  # trailing slash dropped
+    assert settings.sender_email == "weekly@example.org"
+
+
+def test_config_file_from_environment(monkeypatch, isolated_env: Path) -> None:
+    other = isolated_env / "elsewhere.toml"
+    other.write_text('backend = "smtp"\n', "utf-8")
+    monkeypatch.setenv("MAILER_CONFIG", str(other))
+    assert load_settings().backend == "smtp"
+    monkeypatch.setenv("MAILER_CONFIG", str(isolated_env / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"MAILER_CONFIG=.*missing\.toml: no such file"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("MAILER_SITE_URL", "blog.example.org", "MAILER_SITE_URL: Value error, must be an http"),
+        (
+            "MAILER_SENDER_EMAIL",
+            "not-an-address",
+            "MAILER_SENDER_EMAIL: value is not a valid email",
+        ),
+        (
+            "MAILER_BACKEND",
+            "pigeon",
+            "MAILER_BACKEND: Input should be 'outbox', 'sendgrid' or 'smtp'",
+        ),
+    ],
+)
+def test_wrong_environment_value_is_named(monkeypatch, name: str, value: str, words: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert words in str(caught.value)
+    assert repr(value) in str(caught.value)
+
+
+def test_wrong_file_values_and_unknown_keys_are_named(isolated_env: Path) -> None:
+    (isolated_env / "mailer.toml").write_text('public_url = "ftp://x"\nsite_ulr = "typo"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "public_url in mailer.toml: Value error, must be an http" in message
+    assert "site_ulr in mailer.toml: unknown setting" in message
+
+
+def test_broken_toml_is_named(isolated_env: Path) -> None:
+    (isolated_env / "mailer.toml").write_text('site_url = "https://x\n')
+    with pytest.raises(ConfigError, match=r"^mailer\.toml: "):
+        load_settings()
+
+
+def test_web_font_needs_its_family(monkeypatch) -> None:
+    monkeypatch.setenv("MAILER_FONT_URL", "https://fonts.example/css")
+    with pytest.raises(ConfigError, match="set font_family"):
+        load_settings()
