@@ -43,7 +43,7 @@ def time_stages(renderer: Renderer, post: Post, runs: int) -> dict[str, list[flo
     stages: dict[str, Callable[[], object]] = {
         "Markdown": lambda: renderer.prepare(post),
         "template": lambda: renderer.template(body),
-        "MJML": lambda: renderer.compile(mjml_source, post),
+        "MJML": lambda: renderer.compile(mjml_source, post.path),
         "total": lambda: renderer.render(post),
     }
     times: dict[str, list[float]] = {}

@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, EmailStr, ValidationError, model_validator
+from limits import parse
+from pydantic import (
+    AfterValidator,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -23,12 +32,14 @@ from pydantic_settings import (
 
 from mailer.errors import ConfigError
 
-__all__ = ["LOCAL_DEFAULT_URL", "Settings", "load_settings"]
+__all__ = ["LOCAL_DEFAULT_SECRET", "LOCAL_DEFAULT_URL", "Settings", "load_settings"]
 
 ENV_PREFIX = "MAILER_"
 CONFIG_FILE_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG_FILE = Path("mailer.toml")
 LOCAL_DEFAULT_URL = "http://127.0.0.1:8000"
+# For a laptop only: anyone can read it here, so anyone could forge links signed with it.
+LOCAL_DEFAULT_SECRET = "local-default-secret-do-not-use-in-production"
 
 
 def _http_url(value: str) -> str:
@@ -70,11 +81,45 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None
     preview_dir: Path = Path("preview")
 
+    # Secrets that sign the links in email, newest first (older ones still verify).
+    secret_keys: Annotated[list[str], NoDecode] = [LOCAL_DEFAULT_SECRET]
+    # Off: a subscriber is confirmed at once, without the confirmation email.
+    double_opt_in: bool = True
+    confirm_link_days: int = Field(default=7, ge=1)
+    resend_confirmation_minutes: int = Field(default=10, ge=0)
+    # Per client IP, in the syntax of the `limits` package ("5/minute", "20 per hour").
+    subscribe_rate_limit: str = "5/minute"
+
     database_url: str = "sqlite:///mailer.db"
     # Empty: tasks run inline in the calling process (the embedded default).
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     outbox_dir: Path = Path("outbox")
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("subscribe_rate_limit")
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError("use a rate such as '5/minute' or '20 per hour'") from exc
+        return value
+
+    def unsafe_local_defaults(self) -> list[str]:
+        """Settings still at a local default that must not face the internet."""
+        unsafe = []
+        if LOCAL_DEFAULT_SECRET in self.secret_keys:
+            unsafe.append("MAILER_SECRET_KEYS")
+        if urlsplit(self.public_url).hostname in ("127.0.0.1", "localhost", "::1"):
+            unsafe.append("MAILER_PUBLIC_URL")
+        return unsafe
 
     @model_validator(mode="after")
     def _font_needs_family(self) -> Settings:

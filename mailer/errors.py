@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigError", "MailerError", "PostError", "TemplateError"]
+__all__ = [
+    "ConfigError",
+    "InvalidAddress",
+    "MailerError",
+    "PostError",
+    "SchemaError",
+    "TemplateError",
+    "TokenError",
+    "TokenExpired",
+]
 
 
 class MailerError(Exception):
@@ -33,3 +42,19 @@ class PostError(MailerError):
 
 class TemplateError(MailerError):
     """A template is missing or broken (an operator's override, usually)."""
+
+
+class SchemaError(MailerError):
+    """The database cannot be used as it is: unreachable, or behind the code's migrations."""
+
+
+class InvalidAddress(MailerError):
+    """An email address that cannot be delivered to (bad syntax, too long, empty)."""
+
+
+class TokenError(MailerError):
+    """A signed token that is tampered, expired, or made for another purpose."""
+
+
+class TokenExpired(TokenError):
+    """A genuine token, too old to be honoured."""

@@ -58,7 +58,7 @@ class Renderer:
     def render(self, post: Post) -> Edition:
         body = self.prepare(post)
         mjml_source, context = self.template(body)
-        return self.finish(body, context, self.compile(mjml_source, post))
+        return self.finish(body, context, self.compile(mjml_source, post.path))
 
     def post_url(self, post: Post) -> str:
         if post.canonical_url:
@@ -100,15 +100,29 @@ class Renderer:
         return self.templates.render("email/newsletter.mjml", **context), context
 
     # Stage 3: MJML.
-    def compile(self, mjml_source: str, post: Post) -> str:
+    def compile(self, mjml_source: str, made_for: object) -> str:
+        """HTML from MJML; ``made_for`` (a post's path, a template) names the culprit."""
         font_url = self.settings.font_url
         fonts = {self.settings.font_family: font_url} if font_url else {}
         try:
             return mjml.mjml2html(mjml_source, disable_comments=True, fonts=fonts)
         except ValueError as exc:
-            raise TemplateError(
-                f"email/newsletter.mjml made invalid MJML for {post.path}: {exc}"
-            ) from exc
+            raise TemplateError(f"the templates made invalid MJML for {made_for}: {exc}") from exc
+
+    def render_notice(self, name: str, lang: str, **context: object) -> tuple[str, str]:
+        """A short service email (the confirmation, say) from ``email/<name>.mjml`` and ``.txt``,
+        through the same MJML path and theme as the newsletter."""
+        context = {
+            "theme": self.theme,
+            "font_stack": self._font_stack(lang),
+            "strings": self.templates.strings(lang),
+            "settings": self.settings,
+            "lang": lang,
+            **context,
+        }
+        source = self.templates.render(f"email/{name}.mjml", **context)
+        html = self.compile(source, f"email/{name}.mjml")
+        return html, self.templates.render(f"email/{name}.txt", **context)
 
     def finish(self, body: Body, context: dict[str, object], html: str) -> Edition:
         text = self.templates.render("email/newsletter.txt", **context)

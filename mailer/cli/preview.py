@@ -1,8 +1,4 @@
-"""The ``mailer`` command. Wiring lives here: settings are read once and handed down.
-
-Every ``MailerError`` ends the command with one line on stderr and exit status 2;
-a traceback means a bug, not a bad input.
-"""
+"""``mailer preview``: what readers will get, written out, with what would hurt them."""
 
 from __future__ import annotations
 
@@ -12,39 +8,15 @@ import webbrowser
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailer.config import Settings, load_settings
-from mailer.errors import MailerError
+from mailer.cli import Context, console
 from mailer.lint import CLIP_LIMIT
 from mailer.preview import Preview, build_preview, serve_preview, write_preview
 
-__all__ = ["main"]
 
-console = Console(highlight=False)
-
-
-class _Group(click.Group):
-    """Turns the project's own errors into one clear line and exit status 2."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except MailerError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group)
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """Newsletter delivery: render a weekly Markdown post and send it to every subscriber."""
-    ctx.obj = load_settings()
-
-
-@main.command()
+@click.command()
 @click.argument("post", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--out",
@@ -60,7 +32,7 @@ def main(ctx: click.Context) -> None:
 @click.option("--strict", is_flag=True, help="Exit with status 1 if the linter finds errors.")
 @click.pass_obj
 def preview(
-    settings: Settings,
+    ctx: Context,
     post: Path,
     out_dir: Path | None,
     open_browser: bool,
@@ -69,6 +41,7 @@ def preview(
     strict: bool,
 ) -> None:
     """Render POST as readers will get it, write it out and report what would hurt them."""
+    settings = ctx.settings
     result = build_preview(post, settings)
     html_path, text_path = write_preview(result, out_dir or settings.preview_dir)
     _print_summary(result, html_path, text_path)

@@ -1,0 +1,39 @@
+"""``mailer serve``: the web app readers touch (subscribe, confirm, unsubscribe)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+import uvicorn
+
+from mailer.cli import Context, console
+from mailer.errors import ConfigError
+from mailer.web import create_app
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True)
+@click.pass_obj
+def serve(ctx: Context, host: str, port: int) -> None:
+    """Serve the web app with uvicorn."""
+    settings = ctx.settings
+    unsafe = settings.unsafe_local_defaults()
+    if not _is_loopback(host) and unsafe:
+        raise ConfigError(
+            f"refusing to serve on {host} with local defaults for {', '.join(unsafe)}: "
+            "set them (a long random MAILER_SECRET_KEYS, your public MAILER_PUBLIC_URL)"
+        )
+    app = create_app(settings)
+    console.print(f"Serving {settings.publication_name} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,296 @@
+"""``mailer subscribers …``: the list, from the operator's side."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import click
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer.cli import Context, console
+from mailer.delivery import make_backend
+from mailer.errors import MailerError
+from mailer.render import Renderer
+from mailer.tokens import Signer
+from subscribers import store
+from subscribers.importer import import_csv
+from subscribers.models import Status, Subscriber
+from subscribers.optin import OptIn
+
+EXPORT_COLUMNS = ("email", "name", "status", "tags", "created_at", "confirmed_at", "source")
+_consent_option = click.option(
+    "--consent-source",
+    required=True,
+    help="Where these people agreed to get the newsletter (a form, an event, an old list).",
+)
+
+
+@click.group()
+def subscribers() -> None:
+    """Manage subscribers: add, import, export, look up, unsubscribe, erase."""
+
+
+def _get(ctx: Context, email: str) -> Subscriber:
+    with ctx.sessions() as session:
+        subscriber = store.find(session, email)
+    if subscriber is None:
+        raise MailerError(f"{email} is not on the list")
+    return subscriber
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--name", default="")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
+@_consent_option
+@click.option("--consent-text", default="", help="The words they agreed to.")
+@click.option("--pending", is_flag=True, help="Send a confirmation email instead of confirming.")
+@click.pass_obj
+def add(
+    ctx: Context,
+    email: str,
+    name: str,
+    tags: tuple[str, ...],
+    consent_source: str,
+    consent_text: str,
+    pending: bool,
+) -> None:
+    """Add EMAIL (confirmed, unless --pending)."""
+    consent = store.Consent(source=consent_source, text=consent_text)
+    status = Status.PENDING if pending else Status.CONFIRMED
+    with ctx.sessions.begin() as session:
+        result = store.add(session, email, consent, name=name, tags=tags, status=status)
+        added = result.subscriber
+    if result.outcome == "suppressed":
+        raise MailerError(f"{email} is suppressed (unsubscribed, bounced or erased): not added")
+    if result.outcome == "exists":
+        console.print(f"{email} is already on the list ({added.status if added else '?'}).")
+        return
+    if pending and added is not None:
+        _optin(ctx).send_confirmation(added)
+        console.print(f"Added {email} (pending); confirmation email sent.")
+    else:
+        console.print(f"Added {email} (confirmed).")
+
+
+def _optin(ctx: Context) -> OptIn:
+    settings = ctx.settings
+    signer = Signer(settings.secret_keys)
+    backend = make_backend(settings)
+    return OptIn(settings, ctx.sessions, signer, backend, Renderer(settings))
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_consent_option
+@click.option("--consent-text", default="", help="The words they agreed to.")
+@click.option("--tag", "tags", multiple=True, help="A tag for every imported subscriber.")
+@click.option("--pending", is_flag=True, help="Import as pending rather than confirmed.")
+@click.option(
+    "--errors",
+    "errors_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write every bad row (line, reason) to this CSV file.",
+)
+@click.pass_obj
+def import_(
+    ctx: Context,
+    file: Path,
+    consent_source: str,
+    consent_text: str,
+    tags: tuple[str, ...],
+    pending: bool,
+    errors_file: Path | None,
+) -> None:
+    """Import subscribers from a CSV FILE with an 'email' column (and 'name', 'tags')."""
+    consent = store.Consent(source=consent_source, text=consent_text)
+    status = Status.PENDING if pending else Status.CONFIRMED
+    errors_out: TextIO | None = (
+        errors_file.open("w", newline="", encoding="utf-8") if errors_file else None
+    )
+    columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    try:
+        with Progress("Importing", *columns, console=console, transient=True) as progress:
+            task = progress.add_task("import", total=file.stat().st_size)
+            report = import_csv(
+                file,
+                ctx.sessions,
+                consent,
+                status=status,
+                tags=tags,
+                progress=lambda done: progress.update(task, completed=done),
+                errors_to=errors_out,
+            )
+    finally:
+        if errors_out is not None:
+            errors_out.close()
+    table = Table(title=f"Import of {file}", show_header=False)
+    for label, value in (
+        ("rows read", report.rows),
+        ("added", report.added),
+        ("already on the list", report.existing),
+        ("repeated in the file", report.duplicates),
+        ("suppressed, not added", report.suppressed),
+        ("bad rows, skipped", report.bad),
+    ):
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    for line, reason in report.problems[:20]:
+        console.print(f"  line {line}: {reason}", markup=False)
+    if report.bad > 20:
+        where = f"all of them are in {errors_file}" if errors_file else "use --errors FILE for all"
+        console.print(f"  … and {report.bad - 20:,} more bad rows ({where})")
+
+
+@subscribers.command()
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), help="File (default: stdout)."
+)
+@click.pass_obj
+def export(ctx: Context, status: str | None, out: Path | None) -> None:
+    """Export subscribers as CSV, streamed a page at a time."""
+    target = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+    try:
+        writer = csv.writer(target)
+        writer.writerow(EXPORT_COLUMNS)
+        for subscriber in _pages(ctx, status):
+            writer.writerow(
+                [
+                    subscriber.email,
+                    subscriber.name,
+                    subscriber.status,
+                    ";".join(subscriber.tags),
+                    subscriber.created_at.isoformat(),
+                    subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
+                    subscriber.source,
+                ]
+            )
+    finally:
+        if out:
+            target.close()
+
+
+def _pages(ctx: Context, status: str | None, page: int = 1000):
+    last_id = 0
+    while True:
+        query = (
+            select(Subscriber).where(Subscriber.id > last_id).order_by(Subscriber.id).limit(page)
+        )
+        if status:
+            query = query.where(Subscriber.status == status)
+        with ctx.sessions() as session:
+            rows = list(session.scalars(query))
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_obj
+def list_(ctx: Context, status: str | None, limit: int) -> None:
+    """Show subscribers, oldest first."""
+    table = Table("id", "email", "name", "status", "created", "source")
+    for shown, subscriber in enumerate(_pages(ctx, status, page=min(limit, 1000))):
+        if shown == limit:
+            break
+        table.add_row(
+            str(subscriber.id),
+            subscriber.email,
+            subscriber.name,
+            subscriber.status,
+            subscriber.created_at.strftime("%Y-%m-%d %H:%M"),
+            subscriber.source,
+        )
+    console.print(table)
+
+
+@subscribers.command()
+@click.argument("email")
+@click.pass_obj
+def show(ctx: Context, email: str) -> None:
+    """Everything about one subscriber, with their consent record."""
+    with ctx.sessions() as session:
+        data = store.gdpr_export(session, email)
+    if data["subscriber"] is None and data["suppression"] is None:
+        raise MailerError(f"{email} is not on the list")
+    table = Table(show_header=False)
+    for key, value in (data["subscriber"] or {}).items():
+        table.add_row(key, str(value if value is not None else ""))
+    if data["suppression"]:
+        table.add_row(
+            "suppressed", f"{data['suppression']['reason']} since {data['suppression']['since']}"
+        )
+    console.print(table)
+    for event in data["activity"][-10:]:
+        console.print(f"  {event['at']}  {event['kind']}  {event['detail'] or ''}", markup=False)
+
+
+@subscribers.command()
+@click.pass_obj
+def count(ctx: Context) -> None:
+    """How many subscribers in each status."""
+    with ctx.sessions() as session:
+        counts = store.count_by_status(session)
+    table = Table("status", "subscribers")
+    for status, number in counts.items():
+        table.add_row(status, f"{number:,}")
+    table.add_row("total", f"{sum(counts.values()):,}", style="bold")
+    console.print(table)
+
+
+@subscribers.command()
+@click.argument("email")
+@click.pass_obj
+def unsubscribe(ctx: Context, email: str) -> None:
+    """Unsubscribe EMAIL for good (it joins the suppression list)."""
+    with ctx.sessions.begin() as session:
+        subscriber = store.find(session, email)
+        if subscriber is None:
+            raise MailerError(f"{email} is not on the list")
+        changed = store.unsubscribe(session, subscriber, how="operator")
+    console.print(f"{email} {'unsubscribed' if changed else 'was already off the list'}.")
+
+
+@subscribers.command()
+@click.argument("email")
+@click.pass_obj
+def remove(ctx: Context, email: str) -> None:
+    """Delete EMAIL added by mistake (suppressions stay; use unsubscribe to stop mail)."""
+    with ctx.sessions.begin() as session:
+        removed = store.remove(session, email)
+    if not removed:
+        raise MailerError(f"{email} is not on the list")
+    console.print(f"Removed {email}.")
+
+
+@subscribers.command("gdpr-export")
+@click.argument("email")
+@click.pass_obj
+def gdpr_export(ctx: Context, email: str) -> None:
+    """Print everything held about EMAIL as JSON."""
+    with ctx.sessions() as session:
+        data = store.gdpr_export(session, email)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@subscribers.command()
+@click.argument("email")
+@click.confirmation_option(prompt="Erase every personal detail of this address?")
+@click.pass_obj
+def erase(ctx: Context, email: str) -> None:
+    """Erase EMAIL's personal data; only a hash stays, so it is never imported again."""
+    with ctx.sessions.begin() as session:
+        found = store.erase(session, email)
+    console.print(
+        f"Erased {email}." if found else f"{email} was not on the list; its hash is now suppressed."
+    )

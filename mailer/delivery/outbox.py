@@ -1,0 +1,34 @@
+"""The embedded default backend: each reader's message as an ``.eml`` file in a folder.
+
+The file is exactly what an SMTP server would receive, so the outbox is a faithful
+preview of a send, and tests read mail from it as a reader would.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mailer.delivery import Outcome
+from mailer.message import Batch, to_mime
+
+__all__ = ["OutboxBackend"]
+
+
+class OutboxBackend:
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, batch: Batch) -> list[Outcome]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        outcomes = []
+        for envelope in batch.envelopes:
+            data = to_mime(batch, envelope).as_bytes()
+            path = self.folder / f"{envelope.key}.eml"
+            partial = path.with_suffix(".eml.part")
+            partial.write_bytes(data)
+            os.replace(partial, path)  # a reader of the folder never sees half a message
+            outcomes.append(Outcome(envelope.key, "sent", provider_id=path.name))
+        return outcomes

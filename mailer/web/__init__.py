@@ -1,0 +1,61 @@
+"""The web app readers touch (FastAPI on Starlette, served by uvicorn).
+
+FastAPI because the service already validates with pydantic, it gives the JSON API
+an OpenAPI schema for free, and underneath it is Starlette, fast enough for the
+tracking endpoints to come. ``create_app`` is the only place the app's parts are
+built; routes reach them through ``request.app.state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from mailer.config import Settings
+from mailer.db import check_schema, make_engine, make_sessions
+from mailer.delivery import make_backend
+from mailer.render import Renderer
+from mailer.tokens import Signer
+from mailer.web import subscribe
+from mailer.web.guards import RateLimiter
+from mailer.web.pages import Pages
+from subscribers.optin import OptIn
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    check_schema(engine)
+    sessions = make_sessions(engine)
+    renderer = Renderer(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title=settings.publication_name, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.pages = Pages(renderer.templates, settings)
+    app.state.optin = OptIn(
+        settings, sessions, Signer(settings.secret_keys), make_backend(settings), renderer
+    )
+    app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
+    app.include_router(subscribe.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # the point is to report it, not to crash
+            return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,168 @@
+"""Subscribe (HTML form and JSON API), confirm, and unsubscribe (page, button and one-click).
+
+Every subscribe request that passes the guards gets the same answer, whatever the
+address's state, so the form cannot be used to learn who is on the list.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mailer.errors import InvalidAddress, TokenError, TokenExpired
+from mailer.web.guards import CSRF_COOKIE, MAX_BODY, client_ip, csrf_ok, new_csrf_token
+from mailer.web.pages import Pages
+from subscribers.addresses import MAX_LENGTH
+from subscribers.optin import OptIn
+from subscribers.store import Consent
+
+__all__ = ["router"]
+
+router = APIRouter()
+MAX_NAME = 200
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, key: str) -> None:
+        self.status = status
+        self.key = key
+
+
+def _pages(request: Request) -> Pages:
+    return request.app.state.pages
+
+
+def _optin(request: Request) -> OptIn:
+    return request.app.state.optin
+
+
+def _form_page(request: Request, status: int = 200, error: str = "", **values: str) -> HTMLResponse:
+    token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    response = _pages(request).render(
+        "subscribe",
+        status,
+        csrf=token,
+        error=error,
+        email=values.get("email", ""),
+        name=values.get("name", ""),
+    )
+    secure = request.app.state.settings.public_url.startswith("https:")
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure)
+    return response
+
+
+@router.get("/subscribe", response_class=HTMLResponse)
+def subscribe_form(request: Request) -> HTMLResponse:
+    return _form_page(request)
+
+
+@router.post("/subscribe")
+async def subscribe(request: Request) -> Response:
+    is_json = request.headers.get("content-type", "").startswith("application/json")
+    strings = _pages(request).strings
+    try:
+        data = await _read(request, is_json)
+        if not is_json and not csrf_ok(request, str(data.get("csrf", ""))):
+            raise _BadRequest(403, "form_expired")
+        if data.get("website"):  # the honeypot: people do not see it, bots fill it in
+            return _accepted(request, is_json, str(data.get("email", "")))
+        if not request.app.state.subscribe_limit.allow(client_ip(request)):
+            raise _BadRequest(429, "too_many")
+        email, name = str(data.get("email", "")).strip(), str(data.get("name", "")).strip()
+        if len(email) > MAX_LENGTH or len(name) > MAX_NAME:
+            raise _BadRequest(400, "invalid_email")
+        if data.get("consent") not in (True, "yes", "on"):
+            raise _BadRequest(400, "consent_required")
+        consent = Consent(
+            source="api" if is_json else "web form",
+            text=strings["consent_text"],
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", ""),
+        )
+        try:
+            await run_in_threadpool(_optin(request).subscribe, email, consent, name)
+        except InvalidAddress as exc:
+            raise _BadRequest(400, "invalid_email") from exc
+        return _accepted(request, is_json, email)
+    except _BadRequest as bad:
+        if is_json:
+            return JSONResponse({"error": bad.key, "message": strings[bad.key]}, bad.status)
+        values = {} if bad.status == 413 else {"email": str(data.get("email", ""))[:MAX_LENGTH]}
+        return _form_page(request, bad.status, strings[bad.key], **values)
+
+
+async def _read(request: Request, is_json: bool) -> dict[str, Any]:
+    """The request's fields, from a urlencoded form or a JSON object, within MAX_BODY."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _BadRequest(413, "too_large")
+    try:
+        if is_json:
+            data = json.loads(body or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            return data
+        return {key: values[0] for key, values in parse_qs(body.decode("utf-8")).items()}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(400, "invalid_email") from exc
+
+
+def _accepted(request: Request, is_json: bool, email: str) -> Response:
+    message = _pages(request).strings["check_inbox"].format(email=email)
+    if is_json:
+        return JSONResponse({"status": "check_inbox", "message": message}, 202)
+    pages = _pages(request)
+    return pages.message(pages.strings["check_inbox_title"], message)
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm(request: Request, token: str) -> HTMLResponse:
+    pages = _pages(request)
+    try:
+        _optin(request).confirm(token)
+    except TokenError as exc:
+        return _bad_link(pages, exc)
+    return pages.message(pages.strings["confirmed_title"], pages.strings["confirmed"])
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+    """Ask first: mail scanners fetch every link, and a GET must not unsubscribe."""
+    pages = _pages(request)
+    try:
+        subscriber = _optin(request).subscriber_for_unsubscribe(token)
+    except TokenError as exc:
+        return _bad_link(pages, exc)
+    return pages.render("unsubscribe", email=subscriber.email)
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe(request: Request, token: str) -> Response:
+    """The page's button, and RFC 8058 one-click: 200 at once, no redirect, no cookie."""
+    body = (await request.body())[:MAX_BODY].decode("utf-8", "replace")
+    one_click = ONE_CLICK in body
+    optin, pages = _optin(request), _pages(request)
+    try:
+        how = "one-click" if one_click else "web page"
+        subscriber = await run_in_threadpool(optin.unsubscribe, token, how)
+    except TokenError as exc:
+        if one_click:
+            return PlainTextResponse(str(exc), 400)
+        return _bad_link(pages, exc)
+    if one_click:
+        return PlainTextResponse("unsubscribed")
+    text = pages.strings["unsubscribed"].format(email=subscriber.email)
+    return pages.message(pages.strings["unsubscribed_title"], text)
+
+
+def _bad_link(pages: Pages, error: TokenError) -> HTMLResponse:
+    text = pages.strings["link_expired" if isinstance(error, TokenExpired) else "link_invalid"]
+    return pages.message(pages.strings["link_invalid_title"], text, 400)

@@ -1,0 +1,214 @@
+"""CSV import that streams: a million rows without loading the file, safe to run twice.
+
+Rows go in chunks, each one short transaction: validate, drop duplicates, look the
+chunk's addresses up in the list and the suppression list at once, insert what is
+new (``ON CONFLICT DO NOTHING``, so a form submission racing the import is fine).
+Bad rows are skipped and reported with their line number and reason; suppressed and
+unsubscribed addresses are reported, never brought back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.errors import InvalidAddress, MailerError
+from subscribers.addresses import address_hash, normalize
+from subscribers.models import Status, Subscriber, Suppression, utcnow
+from subscribers.store import Consent
+
+__all__ = ["ImportReport", "import_csv"]
+
+CHUNK = 5000
+KEPT_PROBLEMS = 1000  # bad rows kept for the report; all of them go to the errors file
+MAX_NAME = 200
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    added: int = 0
+    existing: int = 0
+    duplicates: int = 0  # the same address again within this file
+    suppressed: int = 0
+    bad: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+    def problem(self, line: int, reason: str) -> None:
+        self.bad += 1
+        if len(self.problems) < KEPT_PROBLEMS:
+            self.problems.append((line, reason))
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    email: str
+    email_hash: str
+    name: str
+    tags: list[str]
+
+
+def import_csv(
+    path: Path,
+    sessions: sessionmaker,
+    consent: Consent,
+    *,
+    status: Status = Status.CONFIRMED,
+    tags: tuple[str, ...] = (),
+    progress: Callable[[int], None] | None = None,
+    errors_to: TextIO | None = None,
+) -> ImportReport:
+    """Import ``path``; ``progress`` gets the bytes read so far after each chunk."""
+    report = ImportReport()
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise MailerError(f"{path}: cannot read the file ({exc.strerror})") from exc
+    with raw:
+        # Undecodable bytes become U+FFFD and fail that row only, not the whole import.
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.DictReader(text)
+        columns = _columns(path, reader.fieldnames)
+        problems = csv.writer(errors_to) if errors_to is not None else None
+        if problems is not None:
+            problems.writerow(["line", "reason"])
+        started = utcnow()
+        for chunk in _chunks(_rows(reader, columns, tags, report, problems)):
+            with sessions.begin() as session:
+                _import_chunk(session, chunk, consent, status, started, report)
+            if progress is not None:
+                progress(raw.tell())
+    return report
+
+
+def _columns(path: Path, fieldnames: Any) -> dict[str, str]:
+    """Our field → the file's header, whatever its order and capitalisation."""
+    header = {str(name).strip().lower(): name for name in fieldnames or () if name}
+    if "email" not in header:
+        found = ", ".join(header) or "nothing"
+        raise MailerError(f"{path}:1: no 'email' column in the header (found {found})")
+    return {key: header[key] for key in ("email", "name", "tags") if key in header}
+
+
+def _rows(
+    reader: csv.DictReader,
+    columns: dict[str, str],
+    tags: tuple[str, ...],
+    report: ImportReport,
+    problems: Any,
+) -> Iterator[_Row]:
+    for record in reader:
+        report.rows += 1
+        line = reader.line_num
+        reason = _check(record, columns)
+        if reason is None:
+            try:
+                email = normalize(record[columns["email"]] or "")
+            except InvalidAddress as exc:
+                reason = str(exc)
+        if reason is not None:
+            report.problem(line, reason)
+            if problems is not None:
+                problems.writerow([line, reason])
+            continue
+        name = (record[columns["name"]] or "").strip() if "name" in columns else ""
+        row_tags = list(tags)
+        if "tags" in columns:
+            row_tags += [t.strip() for t in (record[columns["tags"]] or "").split(";") if t.strip()]
+        yield _Row(line, email, address_hash(email), name, row_tags)
+
+
+def _check(record: dict[str, Any], columns: dict[str, str]) -> str | None:
+    if None in record:
+        return "more fields than the header has"
+    values = [value for value in record.values() if isinstance(value, str)]
+    if any("\ufffd" in value for value in values):
+        return "not UTF-8 text"
+    name = record.get(columns["name"]) if "name" in columns else ""
+    if name and len(name) > MAX_NAME:
+        return f"the name is longer than {MAX_NAME} characters"
+    return None
+
+
+def _chunks(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
+    chunk: list[_Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _import_chunk(
+    session: Session,
+    chunk: list[_Row],
+    consent: Consent,
+    status: Status,
+    started: dt.datetime,
+    report: ImportReport,
+) -> None:
+    hashes = list({row.email_hash for row in chunk})
+    found = session.execute(
+        select(Subscriber.email_hash, Subscriber.source, Subscriber.created_at).where(
+            Subscriber.email_hash.in_(hashes)
+        )
+    )
+    on_list: set[str] = set()
+    this_file: set[str] = set()  # added by an earlier chunk of this very import
+    for email_hash, source, created_at in found:
+        on_list.add(email_hash)
+        if source == consent.source and created_at >= started:
+            this_file.add(email_hash)
+    suppressed = set(
+        session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
+    )
+    now = utcnow()
+    new: dict[str, dict[str, Any]] = {}
+    for row in chunk:
+        if row.email_hash in suppressed:
+            report.suppressed += 1
+        elif row.email_hash in new or row.email_hash in this_file:
+            report.duplicates += 1  # earlier in this chunk, or in an earlier chunk of this file
+        elif row.email_hash in on_list:
+            report.existing += 1
+        else:
+            new[row.email_hash] = {
+                "email": row.email,
+                "email_hash": row.email_hash,
+                "name": row.name,
+                "status": str(status),
+                "tags": row.tags,
+                "source": consent.source,
+                "created_at": now,
+                "confirmed_at": now if status == Status.CONFIRMED else None,
+                "consent_at": now,
+                "consent_ip": "",
+                "consent_user_agent": "",
+                "consent_source": consent.source,
+                "consent_text": consent.text,
+            }
+    if new:
+        inserted = session.execute(_insert_new(session), list(new.values())).all()
+        added = len(inserted)
+        report.added += added
+        report.existing += len(new) - added  # added by someone else since the lookup
+
+
+def _insert_new(session: Session) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the rows returned are the rows added."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Subscriber).on_conflict_do_nothing(index_elements=["email_hash"])
+    return statement.returning(Subscriber.id)
