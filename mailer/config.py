@@ -8,10 +8,12 @@ by the name the operator wrote it under, never as a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse
 from pydantic import (
@@ -50,6 +52,22 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _clock_time(value: str) -> str:
+    try:
+        dt.time.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError("must be a time of day such as 09:00") from exc
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA time zone such as Asia/Shanghai") from exc
+    return value
 
 
 class Settings(BaseSettings):
@@ -95,6 +113,41 @@ class Settings(BaseSettings):
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     outbox_dir: Path = Path("outbox")
+
+    sendgrid_api_key: str = ""
+    sendgrid_host: HttpUrl = "https://api.sendgrid.com"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    # DKIM signing of SMTP mail: on when a private key file is set.
+    dkim_private_key_file: Path | None = None
+    dkim_selector: str = "mail"
+    dkim_domain: str = ""
+    # Seconds to wait for a provider's answer; a send that times out is `unknown`.
+    delivery_timeout: float = Field(default=30.0, gt=0)
+    # An inbox the operator reads, offered as the mailto: List-Unsubscribe target.
+    unsubscribe_mailto: str = ""
+
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    # Messages per second across all workers, per backend; 0 for no limit.
+    send_rate: float = Field(default=0.0, ge=0)
+    # Permanent provider errors (400, 401, 413) a campaign takes before it is paused.
+    max_batch_errors: int = Field(default=3, ge=1)
+    # Transient errors (429, 5xx, no connection) a batch retries before it gives up.
+    max_retries: int = Field(default=10, ge=0)
+    # A claimed row older than this belongs to a dead worker and becomes `unknown`.
+    stale_claim_seconds: int = Field(default=900, ge=1)
+    # How often beat looks for dead workers' rows and for stalled campaigns.
+    sweep_seconds: int = Field(default=60, ge=1)
+    # What to do with `unknown` rows: wait for the provider's events, or send again.
+    unknown_policy: Literal["reconcile", "resend"] = "reconcile"
+
+    # The scheduled send: beat starts the posts scheduled for today at this moment.
+    send_weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "fri"
+    send_time: Annotated[str, AfterValidator(_clock_time)] = "09:00"
+    send_timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Shanghai"
 
     @field_validator("secret_keys", mode="before")
     @classmethod

@@ -11,13 +11,17 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
+    "DeliveryError",
     "InvalidAddress",
     "MailerError",
+    "PermanentDeliveryError",
     "PostError",
     "SchemaError",
     "TemplateError",
     "TokenError",
     "TokenExpired",
+    "TransientDeliveryError",
+    "UncertainDeliveryError",
 ]
 
 
@@ -58,3 +62,29 @@ class TokenError(MailerError):
 
 class TokenExpired(TokenError):
     """A genuine token, too old to be honoured."""
+
+
+class DeliveryError(MailerError):
+    """A backend could not deliver a batch."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Nothing of the batch was accepted and trying again later may work (429, 5xx, no connection).
+
+    ``retry_after`` is the provider's own hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The provider refused the batch and will refuse it again (400, 401, 403, 413)."""
+
+
+class UncertainDeliveryError(DeliveryError):
+    """The request went out but no answer came back (a read timeout): it may have been sent.
+
+    Its rows become ``unknown``, to be settled from the provider's events, never resent blindly.
+    """

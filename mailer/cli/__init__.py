@@ -7,37 +7,21 @@ a traceback means a bug, not a bad input.
 from __future__ import annotations
 
 import sys
-from functools import cached_property
 
 import click
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
 
-from mailer.config import Settings, load_settings
-from mailer.db import check_schema, make_engine, make_sessions
+from mailer.config import load_settings
 from mailer.errors import MailerError
+from mailer.runtime import Runtime
 
 __all__ = ["Context", "console", "main"]
 
 console = Console(highlight=False)
 
 
-class Context:
-    """What commands share: the settings, and the database once a command asks for it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @cached_property
-    def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
-
-    @cached_property
-    def sessions(self) -> sessionmaker:
-        """Sessions on a database whose schema is current (else a clear SchemaError)."""
-        check_schema(self.engine)
-        return make_sessions(self.engine)
+class Context(Runtime):
+    """What commands share: the settings, and the database and backend once asked for."""
 
 
 class _Group(click.Group):
@@ -59,12 +43,18 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from mailer.cli import db, preview, serve, subscribers
+    from mailer.cli import campaigns, db, demo, preview, send, serve, subscribers
 
-    main.add_command(preview.preview)
-    main.add_command(db.db)
-    main.add_command(serve.serve)
-    main.add_command(subscribers.subscribers)
+    for command in (
+        demo.demo,
+        preview.preview,
+        send.send,
+        campaigns.campaigns,
+        subscribers.subscribers,
+        serve.serve,
+        db.db,
+    ):
+        main.add_command(command)
 
 
 _register()

@@ -14,10 +14,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from mailer.cli import Context, console
-from mailer.delivery import make_backend
 from mailer.errors import MailerError
 from mailer.render import Renderer
-from mailer.tokens import Signer
 from subscribers import store
 from subscribers.importer import import_csv
 from subscribers.models import Status, Subscriber
@@ -80,10 +78,7 @@ def add(
 
 
 def _optin(ctx: Context) -> OptIn:
-    settings = ctx.settings
-    signer = Signer(settings.secret_keys)
-    backend = make_backend(settings)
-    return OptIn(settings, ctx.sessions, signer, backend, Renderer(settings))
+    return OptIn(ctx.settings, ctx.sessions, ctx.signer, ctx.backend, Renderer(ctx.settings))
 
 
 @subscribers.command("import")

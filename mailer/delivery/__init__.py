@@ -1,9 +1,12 @@
 """Delivery backends: one module each, one small protocol.
 
-A backend takes a ``Batch`` and delivers every envelope in it, returning one
-``Outcome`` per envelope, in order. A failure of the whole batch is raised as a
-``TransientDeliveryError`` (try again later) or a ``PermanentDeliveryError``
-(trying again will not help), so retry logic keys on the type alone.
+A backend takes a ``Batch`` and delivers its envelopes, returning an ``Outcome``
+per envelope, in order. A shorter list means it stopped early: the envelopes
+without an outcome were not attempted and go back to the queue. A failure of the
+whole batch is raised as a ``TransientDeliveryError`` (nothing went out; try again
+later), an ``UncertainDeliveryError`` (it may have gone out) or a
+``PermanentDeliveryError`` (trying again will not help), so retry logic keys on
+the type alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from mailer.config import Settings
-from mailer.errors import ConfigError
 from mailer.message import Batch
 
 __all__ = ["Backend", "Outcome", "make_backend"]
@@ -21,7 +23,7 @@ __all__ = ["Backend", "Outcome", "make_backend"]
 @dataclass(frozen=True)
 class Outcome:
     key: str
-    status: Literal["sent", "failed"]
+    status: Literal["sent", "failed", "unknown"]
     provider_id: str = ""
     error: str = ""
 
@@ -34,8 +36,25 @@ class Backend(Protocol):
 
 def make_backend(settings: Settings) -> Backend:
     """The backend ``MAILER_BACKEND`` names."""
-    if settings.backend == "outbox":
-        from mailer.delivery.outbox import OutboxBackend
+    if settings.backend == "sendgrid":
+        from mailer.delivery.sendgrid import SendGridBackend
 
-        return OutboxBackend(settings.outbox_dir)
-    raise ConfigError(f"MAILER_BACKEND={settings.backend}: this backend is not available yet")
+        return SendGridBackend(
+            settings.sendgrid_api_key, settings.sendgrid_host, settings.delivery_timeout
+        )
+    if settings.backend == "smtp":
+        from mailer.delivery.smtp import DkimKey, SmtpBackend
+
+        key = settings.dkim_private_key_file
+        return SmtpBackend(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.delivery_timeout,
+            DkimKey(key, settings.dkim_selector, settings.dkim_domain) if key else None,
+        )
+    from mailer.delivery.outbox import OutboxBackend
+
+    return OutboxBackend(settings.outbox_dir)

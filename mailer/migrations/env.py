@@ -2,7 +2,8 @@
 
 from alembic import context
 
-import subscribers.models  # noqa: F401  (the tables, for autogenerate)
+import mailer.campaign  # noqa: F401  (the tables, for autogenerate)
+import subscribers.models  # noqa: F401
 from mailer.db import Base
 
 engine = context.config.attributes["engine"]

@@ -1,0 +1,290 @@
+"""One batch of one campaign: claim its rows, send one provider request, record each outcome.
+
+The order is what keeps the ledger true whatever fails: the claim (queued →
+sending) commits before the request goes out, and the outcomes commit after it
+answers. A worker that dies in between leaves rows in ``sending``; ``reap`` later
+turns them into ``unknown``, which is never resent unless the operator's policy
+says so. A task delivered twice finds nothing left to claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from mailer.campaign import Campaign, CampaignState, Delivery, DeliveryState, transition
+from mailer.delivery import Outcome
+from mailer.errors import PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
+from mailer.message import Batch, Envelope, Sender
+from mailer.runtime import Runtime
+from mailer.tokens import Purpose
+from subscribers.models import Status, Subscriber, Suppression, utcnow
+
+__all__ = ["BatchResult", "finish_if_done", "reap", "send_batch"]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    # Rows put back in the queue: the batch must be tried again (after retry_after).
+    requeued: int = 0
+    retry_after: float | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+
+
+def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
+    """Send what is still queued in batch ``batch`` of campaign ``campaign_id``."""
+    with rt.sessions() as session:
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
+        )
+    if not waiting:
+        return BatchResult()
+    rt.send_rate.take(waiting)  # before the claim, so claimed rows go out at once
+
+    with rt.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.status != CampaignState.SENDING:
+            return BatchResult()  # paused or cancelled: the rows wait in the queue
+        claimed, skipped = _claim(session, campaign_id, batch)
+        outgoing = _batch(rt, campaign, claimed)
+    if not claimed:
+        _finish(rt, campaign_id)
+        return BatchResult(skipped=skipped)
+
+    try:
+        outcomes = rt.backend.send(outgoing)
+    except TransientDeliveryError as exc:
+        _release(rt, [c.delivery_id for c in claimed])
+        return BatchResult(
+            skipped=skipped, requeued=len(claimed), retry_after=exc.retry_after, error=str(exc)
+        )
+    except UncertainDeliveryError as exc:
+        outcomes = [
+            Outcome(_key(campaign_id, c.delivery_id), "unknown", error=str(exc)) for c in claimed
+        ]
+    except PermanentDeliveryError as exc:
+        outcomes = [
+            Outcome(_key(campaign_id, c.delivery_id), "failed", error=str(exc)) for c in claimed
+        ]
+        _count_error(rt, campaign_id, str(exc))
+
+    result = _record(rt, campaign_id, claimed, outcomes, skipped)
+    _finish(rt, campaign_id)
+    return result
+
+
+def _in_batch(campaign_id: int, batch: int):
+    return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
+
+
+def _key(campaign_id: int, delivery_id: int) -> str:
+    return f"{campaign_id}-{delivery_id}"
+
+
+def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claimed], int]:
+    """Atomically take the batch's queued rows (SKIP LOCKED on PostgreSQL), skipping readers
+    who left the list since the ledger was filled."""
+    queued = (
+        select(Delivery.id)
+        .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.id.in_(queued.scalar_subquery()))
+            .values(
+                status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=Delivery.attempts + 1
+            )
+            .returning(Delivery.id)
+        )
+    )
+    if not ids:
+        return [], 0
+    suppressed = exists().where(Suppression.email_hash == Subscriber.email_hash)
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.status,
+            suppressed,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    claimed = [
+        _Claimed(delivery_id, subscriber_id, email, name)
+        for delivery_id, subscriber_id, email, name, status, is_suppressed in rows
+        if status == Status.CONFIRMED and not is_suppressed
+    ]
+    gone = sorted(set(ids) - {c.delivery_id for c in claimed})
+    if gone:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(gone))
+            .values(status=DeliveryState.SKIPPED, error="left the list before the send")
+        )
+    return claimed, len(gone)
+
+
+def _batch(rt: Runtime, campaign: Campaign, claimed: list[_Claimed]) -> Batch:
+    settings = rt.settings
+    edition = campaign.frozen_edition()
+    view_url = f"{settings.public_url}/archive/{edition.slug}"
+    envelopes = tuple(
+        Envelope(
+            email=c.email,
+            name=c.name,
+            key=_key(campaign.id, c.delivery_id),
+            unsubscribe_url=f"{settings.public_url}/unsubscribe/"
+            + rt.signer.sign(Purpose.UNSUBSCRIBE, c.subscriber_id),
+            view_url=view_url,
+        )
+        for c in claimed
+    )
+    return Batch(
+        subject=edition.subject,
+        html=edition.html,
+        text=edition.text,
+        sender=Sender(settings.sender_email, settings.sender_name),
+        envelopes=envelopes,
+        category=edition.slug,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+    )
+
+
+def _record(
+    rt: Runtime, campaign_id: int, claimed: list[_Claimed], outcomes: list[Outcome], skipped: int
+) -> BatchResult:
+    """Write each outcome; claimed rows without one were not attempted and are requeued."""
+    by_key = {o.key: o for o in outcomes}
+    now = utcnow()
+    counts = {"sent": 0, "failed": 0, "unknown": 0}
+    updates, untried = [], []
+    for c in claimed:
+        outcome = by_key.get(_key(campaign_id, c.delivery_id))
+        if outcome is None:
+            untried.append(c.delivery_id)
+            continue
+        counts[outcome.status] += 1
+        updates.append(
+            {
+                "id": c.delivery_id,
+                "status": outcome.status,
+                "sent_at": now if outcome.status == "sent" else None,
+                "provider_id": outcome.provider_id[:200],
+                "error": outcome.error[:2000],
+            }
+        )
+    with rt.sessions.begin() as session:
+        if updates:
+            session.execute(update(Delivery), updates)  # ORM bulk update by primary key
+    if untried:
+        _release(rt, untried)
+    return BatchResult(
+        sent=counts["sent"],
+        failed=counts["failed"],
+        unknown=counts["unknown"],
+        skipped=skipped,
+        requeued=len(untried),
+    )
+
+
+def _release(rt: Runtime, delivery_ids: list[int]) -> None:
+    """Give claimed rows back to the queue: nothing went out for them."""
+    with rt.sessions.begin() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryState.SENDING)
+            .values(status=DeliveryState.QUEUED, claimed_at=None)
+        )
+
+
+def _count_error(rt: Runtime, campaign_id: int, error: str) -> None:
+    """A permanent error; enough of them pause the campaign for the operator to look."""
+    with rt.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign is None:
+            return
+        campaign.errors += 1
+        campaign.last_error = error[:2000]
+        if (
+            campaign.errors >= rt.settings.max_batch_errors
+            and campaign.status == CampaignState.SENDING
+        ):
+            transition(campaign, CampaignState.PAUSED)
+
+
+def _finish(rt: Runtime, campaign_id: int) -> None:
+    with rt.sessions.begin() as session:
+        finish_if_done(session, campaign_id)
+
+
+def finish_if_done(session: Session, campaign_id: int) -> bool:
+    """Mark a sending campaign sent once no row is queued or in flight."""
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None or campaign.status != CampaignState.SENDING:
+        return False
+    open_rows = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.status.in_((DeliveryState.QUEUED, DeliveryState.SENDING)),
+        )
+    )
+    if open_rows:
+        return False
+    transition(campaign, CampaignState.SENT)
+    return True
+
+
+def reap(rt: Runtime) -> dict[int, set[int]]:
+    """Rows a dead worker left in ``sending`` become ``unknown``, or, where the operator's
+    policy is ``resend``, queued again. Returns the batches to enqueue again, by campaign."""
+    cutoff = utcnow() - dt.timedelta(seconds=rt.settings.stale_claim_seconds)
+    resend = rt.settings.unknown_policy == "resend"
+    with rt.sessions.begin() as session:
+        stale = session.execute(
+            select(Delivery.id, Delivery.campaign_id, Delivery.batch)
+            .where(Delivery.status == DeliveryState.SENDING, Delivery.claimed_at < cutoff)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not stale:
+            return {}
+        values = (
+            {"status": DeliveryState.QUEUED, "claimed_at": None}
+            if resend
+            else {"status": DeliveryState.UNKNOWN, "error": "the worker stopped during the send"}
+        )
+        session.execute(
+            update(Delivery).where(Delivery.id.in_([s.id for s in stale])).values(**values)
+        )
+        touched = {s.campaign_id for s in stale}
+        for campaign_id in touched:
+            finish_if_done(session, campaign_id)
+    again: dict[int, set[int]] = {}
+    if resend:
+        for row in stale:
+            again.setdefault(row.campaign_id, set()).add(row.batch)
+    return again

@@ -1,0 +1,172 @@
+"""Campaigns and the deliveries ledger: the truth about who got what.
+
+A campaign is one post sent to one audience. Creating it freezes the rendered
+edition, so what was previewed is what is sent. Its deliveries (one row per
+subscriber, unique on campaign + subscriber) are filled by one set-based
+statement and carry each reader's outcome; the queue only says which batch to
+look at next, never who has been sent to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from mailer.db import Base, Id, UTCDateTime
+from mailer.edition import Edition
+from mailer.errors import MailerError
+from subscribers.models import utcnow
+
+__all__ = [
+    "BATCH_SIZE",
+    "Campaign",
+    "CampaignState",
+    "Delivery",
+    "DeliveryState",
+    "IllegalTransition",
+    "fill_ledger",
+    "transition",
+]
+
+# Recipients per batch: SendGrid's most personalizations per request.
+BATCH_SIZE = 1000
+
+
+class CampaignState(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed by a worker; the request may be in flight
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the worker died between the request and its answer
+    SKIPPED = "skipped"  # left the list after the ledger was filled
+
+
+_LEGAL = {
+    CampaignState.DRAFT: {CampaignState.SCHEDULED, CampaignState.SENDING, CampaignState.CANCELLED},
+    CampaignState.SCHEDULED: {CampaignState.SENDING, CampaignState.CANCELLED, CampaignState.DRAFT},
+    CampaignState.SENDING: {
+        CampaignState.PAUSED,
+        CampaignState.SENT,
+        CampaignState.CANCELLED,
+        CampaignState.FAILED,
+    },
+    CampaignState.PAUSED: {CampaignState.SENDING, CampaignState.CANCELLED},
+    CampaignState.SENT: set(),
+    CampaignState.CANCELLED: set(),
+    CampaignState.FAILED: {CampaignState.SENDING, CampaignState.CANCELLED},
+}
+
+
+class IllegalTransition(MailerError):
+    pass
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    # One live campaign per post: starting the same post twice finds the first one.
+    __table_args__ = (
+        Index(
+            "uq_campaigns_slug_live",
+            "slug",
+            unique=True,
+            sqlite_where=text("status != 'cancelled'"),
+            postgresql_where=text("status != 'cancelled'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200))
+    post_path: Mapped[str] = mapped_column(String(500), default="")
+    subject: Mapped[str] = mapped_column(String(500))
+    edition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignState.DRAFT)
+    backend: Mapped[str] = mapped_column(String(20))
+    batch_size: Mapped[int] = mapped_column(Integer, default=BATCH_SIZE)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    def frozen_edition(self) -> Edition:
+        return Edition.from_dict(self.edition)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        # The claim: the queued rows of one batch of one campaign.
+        Index("ix_deliveries_campaign_id_batch_status", "campaign_id", "batch", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Id, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(Id, ForeignKey("subscribers.id", ondelete="CASCADE"))
+    batch: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10), default=DeliveryState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    provider_id: Mapped[str] = mapped_column(String(200), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+def transition(campaign: Campaign, to: CampaignState) -> None:
+    """Move a campaign to ``to`` if that is a legal step from where it is."""
+    current = CampaignState(campaign.status)
+    if to not in _LEGAL[current]:
+        raise IllegalTransition(f"campaign {campaign.id} is {current}: it cannot become {to}")
+    campaign.status = to
+    now = utcnow()
+    if to == CampaignState.SENDING and campaign.started_at is None:
+        campaign.started_at = now
+    if to in (CampaignState.SENT, CampaignState.CANCELLED, CampaignState.FAILED):
+        campaign.finished_at = now
+
+
+# Every confirmed, not suppressed subscriber, numbered into batches in id order, in one
+# statement: no Python loop over subscribers, and a repeated fill adds nothing.
+_FILL = text(
+    """
+    INSERT INTO deliveries (campaign_id, subscriber_id, batch, status, attempts, provider_id, error)
+    SELECT :campaign_id, s.id, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :batch_size,
+           'queued', 0, '', ''
+    FROM subscribers s
+    WHERE s.status = 'confirmed'
+      AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :campaign_id)
+    """
+)
+
+
+def fill_ledger(session: Session, campaign: Campaign) -> int:
+    """Queue the campaign's audience; returns how many recipients it has."""
+    params = {"campaign_id": campaign.id, "batch_size": campaign.batch_size}
+    session.execute(_FILL, params)
+    count, batches = session.execute(
+        text(
+            "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries "
+            "WHERE campaign_id = :campaign_id"
+        ),
+        {"campaign_id": campaign.id},
+    ).one()
+    campaign.recipients, campaign.batches = count, batches
+    return count

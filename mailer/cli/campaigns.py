@@ -1,0 +1,94 @@
+"""``mailer campaigns …``: see and steer sends."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer import dispatch
+from mailer.campaign import Campaign
+from mailer.cli import Context, console
+from mailer.cli.send import follow_campaign
+
+
+@click.group()
+def campaigns() -> None:
+    """List, inspect, pause, resume and cancel campaigns."""
+
+
+@campaigns.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_obj
+def list_(ctx: Context, limit: int) -> None:
+    """The latest campaigns."""
+    with ctx.sessions() as session:
+        rows = list(session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(limit)))
+    table = Table("id", "post", "status", "recipients", "created (UTC)", "finished (UTC)")
+    for c in rows:
+        table.add_row(
+            str(c.id),
+            c.slug,
+            c.status,
+            f"{c.recipients:,}",
+            f"{c.created_at:%Y-%m-%d %H:%M}",
+            f"{c.finished_at:%Y-%m-%d %H:%M}" if c.finished_at else "",
+        )
+    console.print(table)
+
+
+@campaigns.command()
+@click.argument("campaign_id", type=int)
+@click.option("--follow", is_flag=True, help="Watch it until it stops sending.")
+@click.pass_obj
+def show(ctx: Context, campaign_id: int, follow: bool) -> None:
+    """Where a campaign stands: every recipient's state, counted."""
+    p = dispatch.progress(ctx, campaign_id)
+    table = Table(show_header=False)
+    for label, value in (
+        ("status", p.status),
+        ("recipients", f"{p.recipients:,}"),
+        ("sent", f"{p.sent:,}"),
+        ("failed", f"{p.failed:,}"),
+        ("unknown (settle with provider events)", f"{p.unknown:,}"),
+        ("skipped (left the list)", f"{p.skipped:,}"),
+        ("queued", f"{p.queued:,}"),
+        ("in flight", f"{p.sending:,}"),
+        ("started (UTC)", f"{p.started_at:%Y-%m-%d %H:%M:%S}" if p.started_at else ""),
+        ("finished (UTC)", f"{p.finished_at:%Y-%m-%d %H:%M:%S}" if p.finished_at else ""),
+        ("last error", p.last_error),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+    if follow:
+        follow_campaign(ctx, campaign_id, f"campaign {campaign_id}")
+
+
+@campaigns.command()
+@click.argument("campaign_id", type=int)
+@click.pass_obj
+def pause(ctx: Context, campaign_id: int) -> None:
+    """Stop handing out batches; batches in flight finish."""
+    dispatch.pause(ctx, campaign_id)
+    console.print(
+        f"Campaign {campaign_id} paused. `mailer campaigns resume {campaign_id}` goes on."
+    )
+
+
+@campaigns.command()
+@click.argument("campaign_id", type=int)
+@click.pass_obj
+def resume(ctx: Context, campaign_id: int) -> None:
+    """Send what is still queued (never what was sent or is unknown)."""
+    queued = dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
+    console.print(f"Campaign {campaign_id} resumed; {queued:,} recipients still queued.")
+
+
+@campaigns.command()
+@click.argument("campaign_id", type=int)
+@click.confirmation_option(prompt="Cancel this campaign? Queued recipients will not get it.")
+@click.pass_obj
+def cancel(ctx: Context, campaign_id: int) -> None:
+    """Stop a campaign for good."""
+    dispatch.cancel(ctx, campaign_id)
+    console.print(f"Campaign {campaign_id} cancelled.")

@@ -1,0 +1,130 @@
+"""SendGrid v3 Mail Send through the ``sendgrid`` package: one request per batch.
+
+A batch becomes one request with a personalization per reader (SendGrid takes up
+to 1000): the reader's own links as substitutions, the list headers, and the
+delivery id as a custom argument (never the address), so provider events can be
+matched back to the ledger.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from python_http_client import exceptions as http_errors
+from sendgrid import SendGridAPIClient
+
+from mailer.delivery import Outcome
+from mailer.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from mailer.message import Batch, list_headers
+
+__all__ = ["SendGridBackend", "build_request"]
+
+MAX_PERSONALIZATIONS = 1000
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+def build_request(batch: Batch) -> dict[str, Any]:
+    """The Mail Send request body for ``batch`` (valid against SendGrid's schema)."""
+    if len(batch.envelopes) > MAX_PERSONALIZATIONS:
+        raise ValueError(f"a SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients")
+    personalizations = []
+    for envelope in batch.envelopes:
+        to = {"email": envelope.email}
+        if envelope.name:
+            to["name"] = envelope.name
+        personalization: dict[str, Any] = {
+            "to": [to],
+            "custom_args": {"delivery": envelope.key},
+        }
+        substitutions = {k: v for k, v in envelope.substitutions().items() if v}
+        if substitutions:
+            personalization["substitutions"] = substitutions
+        headers = list_headers(batch, envelope)
+        if headers:
+            personalization["headers"] = headers
+        personalizations.append(personalization)
+    sender: dict[str, str] = {"email": batch.sender.email}
+    if batch.sender.name:
+        sender["name"] = batch.sender.name
+    body: dict[str, Any] = {
+        "personalizations": personalizations,
+        "from": sender,
+        "subject": batch.subject,
+        "content": [
+            {"type": "text/plain", "value": batch.text},
+            {"type": "text/html", "value": batch.html},
+        ],
+    }
+    if batch.category:
+        body["categories"] = [batch.category[:255]]
+    if batch.reply_to:
+        body["reply_to"] = {"email": batch.reply_to}
+    if batch.extra_headers:
+        body["headers"] = dict(batch.extra_headers)
+    return body
+
+
+class SendGridBackend:
+    name = "sendgrid"
+
+    def __init__(self, api_key: str, host: str, timeout: float) -> None:
+        if not api_key:
+            raise ConfigError("MAILER_BACKEND=sendgrid needs MAILER_SENDGRID_API_KEY")
+        self.client = SendGridAPIClient(api_key=api_key, host=host)
+        self.client.client.timeout = timeout
+
+    def send(self, batch: Batch) -> list[Outcome]:
+        try:
+            response = self.client.send(build_request(batch))
+        except http_errors.HTTPError as exc:
+            raise _translate(exc) from exc
+        except TimeoutError as exc:
+            raise UncertainDeliveryError(f"SendGrid did not answer in time: {exc}") from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise UncertainDeliveryError(f"SendGrid did not answer in time: {exc}") from exc
+            raise TransientDeliveryError(f"cannot reach SendGrid: {exc.reason}") from exc
+        except ConnectionError as exc:
+            raise TransientDeliveryError(f"cannot reach SendGrid: {exc}") from exc
+        message_id = (response.headers or {}).get("X-Message-Id", "")
+        return [Outcome(e.key, "sent", provider_id=message_id) for e in batch.envelopes]
+
+
+def _translate(exc: http_errors.HTTPError) -> Exception:
+    status = exc.status_code
+    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+    message = f"SendGrid answered {status}: {body[:500]}"
+    if status in _TRANSIENT_STATUS:
+        return TransientDeliveryError(message, retry_after=_retry_after(exc.headers))
+    return PermanentDeliveryError(message)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or a date) or ``X-RateLimit-Reset`` (epoch)."""
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            return None
+    return None

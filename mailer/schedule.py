@@ -1,0 +1,57 @@
+"""The Friday send: the posts whose ``scheduled`` date is today, started once each.
+
+Beat calls this at the configured weekday and time. Starting is idempotent: a post
+with a live campaign is not started again, so a repeated tick or a second beat
+process sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from mailer.dispatch import Queue, create_campaign, start
+from mailer.errors import MailerError
+from mailer.lint import lint
+from mailer.post import Post, load_post
+from mailer.render import Renderer
+from mailer.runtime import Runtime
+
+__all__ = ["due_posts", "send_scheduled_posts"]
+
+log = logging.getLogger("mailer.schedule")
+
+
+def due_posts(posts_dir: Path, today: dt.date) -> list[Post]:
+    """The posts in ``posts_dir`` scheduled for ``today``; a broken post is logged, not fatal."""
+    due = []
+    for path in sorted(posts_dir.glob("*.md")):
+        try:
+            post = load_post(path)
+        except MailerError as exc:
+            log.error("cannot load a post, skipped: %s", exc)
+            continue
+        scheduled = post.scheduled
+        if isinstance(scheduled, dt.datetime):
+            scheduled = scheduled.date()
+        if scheduled == today:
+            due.append(post)
+    return due
+
+
+def send_scheduled_posts(rt: Runtime, queue: Queue, today: dt.date) -> list[str]:
+    """Start every post due today that has no campaign yet; returns the slugs started."""
+    renderer = Renderer(rt.settings)
+    started = []
+    for post in due_posts(rt.settings.posts_dir, today):
+        edition = renderer.render(post)
+        for finding in lint(edition, rt.settings):
+            log.warning("%s: %s", post.path, finding)
+        campaign, _new = create_campaign(rt, edition, post.path)
+        if start(rt, campaign.id, queue):
+            log.info("started campaign %s for %s", campaign.id, post.path)
+            started.append(post.slug)
+        else:
+            log.info("%s has campaign %s already (%s)", post.path, campaign.id, campaign.status)
+    return started

@@ -1,0 +1,113 @@
+"""The Celery app: ``celery -A worker worker`` sends, ``celery -A worker beat`` schedules.
+
+Tasks take ids only (no addresses in the broker), are idempotent (the ledger
+decides what is left to send), and are acknowledged late, so a task whose worker
+dies is delivered again and finds only what is still queued. Each worker process
+builds its own Runtime after the fork.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from celery import Celery, Task, signals
+from celery.schedules import crontab
+
+from mailer import dispatch, schedule
+from mailer.batch import send_batch
+from mailer.config import Settings, load_settings
+from mailer.runtime import Runtime
+
+settings = load_settings()
+# A task that outlives this is delivered again by Redis: keep it well above task_time_limit.
+VISIBILITY_TIMEOUT = 3600
+TASK_TIME_LIMIT = 600
+
+
+def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    hour, minute = settings.send_time.split(":")[:2]
+    return {
+        "send-scheduled-posts": {
+            "task": "mailer.send_scheduled_posts",
+            # minute and hour too: day_of_week alone would fire every minute of the day.
+            "schedule": crontab(
+                minute=int(minute), hour=int(hour), day_of_week=settings.send_weekday
+            ),
+        },
+        "start-due-campaigns": {"task": "mailer.start_due_campaigns", "schedule": 30.0},
+        "sweep": {"task": "mailer.sweep", "schedule": float(settings.sweep_seconds)},
+    }
+
+
+app = Celery("mailer", broker=settings.broker_url or "redis://127.0.0.1:6379/0")
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    broker_connection_retry_on_startup=True,
+    task_time_limit=TASK_TIME_LIMIT,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    timezone=settings.send_timezone,
+    beat_schedule=_schedule(settings),
+    worker_hijack_root_logger=False,
+)
+
+_runtime: Runtime | None = None
+_queue: dispatch.CeleryQueue | None = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(settings)
+    return _runtime
+
+
+def queue() -> dispatch.CeleryQueue:
+    global _queue
+    if _queue is None:
+        _queue = dispatch.CeleryQueue(settings.broker_url)
+    return _queue
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: object) -> None:
+    """Connections do not survive a fork: each pool process opens its own."""
+    global _runtime, _queue
+    _runtime, _queue = None, None
+
+
+@app.task(bind=True, name=dispatch.SEND_BATCH_TASK, max_retries=None)
+def send_batch_task(self: Task, campaign_id: int, batch: int) -> dict[str, int]:
+    rt = runtime()
+    result = send_batch(rt, campaign_id, batch)
+    if result.requeued:
+        if self.request.retries >= rt.settings.max_retries:
+            dispatch.give_up(rt, campaign_id, batch, result.error)
+        else:
+            # Never longer than the visibility timeout, or Redis hands the task out twice.
+            delay = min(
+                dispatch.backoff(self.request.retries, result.retry_after), VISIBILITY_TIMEOUT / 2
+            )
+            raise self.retry(countdown=delay)
+    return {"sent": result.sent, "failed": result.failed, "unknown": result.unknown}
+
+
+@app.task(name="mailer.start_due_campaigns")
+def start_due_campaigns() -> list[int]:
+    return dispatch.start_due(runtime(), queue())
+
+
+@app.task(name="mailer.sweep")
+def sweep() -> None:
+    dispatch.sweep(runtime(), queue(), quiet_seconds=settings.sweep_seconds)
+
+
+@app.task(name="mailer.send_scheduled_posts")
+def send_scheduled_posts() -> list[str]:
+    today = dt.datetime.now(ZoneInfo(settings.send_timezone)).date()
+    return schedule.send_scheduled_posts(runtime(), queue(), today)
