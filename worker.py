@@ -89,10 +89,12 @@ def send_batch_task(self: Task, campaign_id: int, batch: int) -> dict[str, int]:
         if self.request.retries >= rt.settings.max_retries:
             dispatch.give_up(rt, campaign_id, batch, result.error)
         else:
-            # Never longer than the visibility timeout, or Redis hands the task out twice.
-            delay = min(
-                dispatch.backoff(self.request.retries, result.retry_after), VISIBILITY_TIMEOUT / 2
+            s = rt.settings
+            delay = dispatch.backoff(
+                self.request.retries, result.retry_after, s.retry_base_seconds, s.retry_max_seconds
             )
+            # Never longer than the visibility timeout, or Redis hands the task out twice.
+            delay = min(delay, VISIBILITY_TIMEOUT / 2)
             raise self.retry(countdown=delay)
     return {"sent": result.sent, "failed": result.failed, "unknown": result.unknown}
 

@@ -135,8 +135,11 @@ class Settings(BaseSettings):
     send_rate: float = Field(default=0.0, ge=0)
     # Permanent provider errors (400, 401, 413) a campaign takes before it is paused.
     max_batch_errors: int = Field(default=3, ge=1)
-    # Transient errors (429, 5xx, no connection) a batch retries before it gives up.
+    # Transient errors (429, 5xx, no connection) a batch retries before it gives up,
+    # waiting base × 2^attempt seconds (with jitter, at most the max) between tries.
     max_retries: int = Field(default=10, ge=0)
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
     # A claimed row older than this belongs to a dead worker and becomes `unknown`.
     stale_claim_seconds: int = Field(default=900, ge=1)
     # How often beat looks for dead workers' rows and for stalled campaigns.

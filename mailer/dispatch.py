@@ -53,9 +53,7 @@ __all__ = [
 SEND_BATCH_TASK = "mailer.send_batch"
 
 
-def backoff(
-    attempt: int, retry_after: float | None = None, base: float = 2.0, cap: float = 300.0
-) -> float:
+def backoff(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
     """Exponential backoff with jitter, never sooner than the provider asked."""
     delay = min(cap, base * 2**attempt) * random.uniform(0.5, 1.5)
     return max(delay, retry_after or 0.0)
@@ -77,6 +75,10 @@ class CeleryQueue:
         with self.app.producer_or_acquire() as producer:
             for batch in batches:
                 self.app.send_task(SEND_BATCH_TASK, args=[campaign_id, batch], producer=producer)
+
+    def close(self) -> None:
+        """Release the broker connections (a long-lived process keeps its queue open)."""
+        self.app.close()
 
 
 class InlineQueue:
@@ -106,7 +108,8 @@ def run_batch_with_retries(
         if not result.requeued:
             return
         if attempt < rt.settings.max_retries:
-            sleep(backoff(attempt, result.retry_after))
+            s = rt.settings
+            sleep(backoff(attempt, result.retry_after, s.retry_base_seconds, s.retry_max_seconds))
     give_up(rt, campaign_id, batch, result.error)
 
 

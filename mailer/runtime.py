@@ -43,6 +43,11 @@ class Runtime:
     def signer(self) -> Signer:
         return Signer(self.settings.secret_keys)
 
+    def close(self) -> None:
+        """Close the database connections this runtime opened."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
     @cached_property
     def send_rate(self) -> SendRate:
         s = self.settings

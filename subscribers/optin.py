@@ -9,6 +9,7 @@ a confirmation: their attempt is recorded for the operator instead.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,7 +63,8 @@ class OptIn:
         with self.sessions.begin() as session:
             result = store.add(session, email, consent, name=name, status=status)
             subscriber = result.subscriber
-            if subscriber is None or subscriber.status not in (Status.PENDING, Status.CONFIRMED):
+            left = subscriber is None or subscriber.status not in (Status.PENDING, Status.CONFIRMED)
+            if result.outcome == "suppressed" or left:
                 subscriber_id = subscriber.id if subscriber is not None else None
                 store.record(session, subscriber_id, "resubscribe_refused", source=consent.source)
                 return SubscribeOutcome("refused", email)
@@ -87,8 +89,9 @@ class OptIn:
         )
         strings = self.renderer.templates.strings(self.lang)
         subject = strings["confirm_subject"].format(publication=self.settings.publication_name)
-        stamp = int(utcnow().timestamp())
-        envelope = Envelope(subscriber.email, subscriber.name, f"confirm-{subscriber.id}-{stamp}")
+        # Each confirmation is its own message: a unique key, so a unique Message-ID.
+        key = f"confirm-{subscriber.id}-{secrets.token_hex(6)}"
+        envelope = Envelope(subscriber.email, subscriber.name, key)
         sender = Sender(self.settings.sender_email, self.settings.sender_name)
         self.backend.send(Batch(subject, html, text, sender, (envelope,)))
 

@@ -1,0 +1,140 @@
+"""A local stand-in for SendGrid's Mail Send API, for tests and benchmarks (loopback only).
+
+It checks every request against the official request schema
+(``../shared/sendgrid/mail_send.schema.json``) and records every recipient it
+accepts. It can be told to answer 429 (with ``Retry-After``) or 500 at random, or
+to answer slowly, so the sending pipeline's retries can be tested for real.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "sendgrid" / "mail_send.schema.json"
+API_KEY = "SG.test-key-for-the-local-stand-in"
+
+
+class SendGridStandIn:
+    def __init__(
+        self,
+        *,
+        rate_limited: float = 0.0,
+        server_errors: float = 0.0,
+        retry_after: float = 0.2,
+        delay: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        self.validate = fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text("utf-8")))
+        self.rate_limited = rate_limited
+        self.server_errors = server_errors
+        self.retry_after = retry_after
+        self.delay = delay  # seconds before each answer, like a real API's latency
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.recipients: collections.Counter[str] = collections.Counter()
+        self.deliveries: collections.Counter[str] = collections.Counter()
+        self.requests: list[dict[str, Any]] = []  # every accepted request body
+        self.invalid: list[str] = []  # schema errors of refused requests
+        self.answers: collections.Counter[int] = collections.Counter()
+        self.keep_bodies = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> SendGridStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def accepted(self) -> int:
+        """How many recipients have been accepted so far (safe while requests arrive)."""
+        with self.lock:
+            return sum(self.recipients.values())
+
+    def answer(self, body: bytes, authorization: str) -> tuple[int, dict[str, str], bytes]:
+        """Decide the answer to one request (also used directly by the benchmark)."""
+        if authorization != f"Bearer {API_KEY}":
+            return self._count(401, {}, _errors("authorization required"))
+        try:
+            request = json.loads(body)
+            self.validate(request)
+        except (ValueError, fastjsonschema.JsonSchemaException) as exc:
+            with self.lock:
+                self.invalid.append(str(exc))
+            return self._count(400, {}, _errors(str(exc)))
+        roll = self.random.random()
+        if roll < self.rate_limited:
+            return self._count(
+                429, {"Retry-After": str(self.retry_after)}, _errors("too many requests")
+            )
+        if roll < self.rate_limited + self.server_errors:
+            return self._count(500, {}, _errors("internal error"))
+        with self.lock:
+            for personalization in request["personalizations"]:
+                for to in personalization["to"]:
+                    self.recipients[to["email"].lower()] += 1
+                key = personalization.get("custom_args", {}).get("delivery")
+                if key:
+                    self.deliveries[key] += 1
+            if self.keep_bodies:
+                self.requests.append(request)
+        return self._count(202, {"X-Message-Id": uuid.uuid4().hex[:22]}, b"")
+
+    def _count(
+        self, status: int, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.answers[status] += 1
+        return status, headers, body
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if standin.delay:
+                    time.sleep(standin.delay)
+                if self.path != "/v3/mail/send":
+                    status, headers, payload = 404, {}, _errors("no such endpoint")
+                else:
+                    status, headers, payload = standin.answer(
+                        body, self.headers.get("Authorization", "")
+                    )
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        return Handler
+
+
+def _errors(message: str) -> bytes:
+    return json.dumps({"errors": [{"message": message, "field": None, "help": None}]}).encode()
