@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint bench browser clean
 
 demo: $(STAMP)
-	$(BIN)/mailer preview posts/2026-02-06-ai-weekly.md
+	$(BIN)/mailer demo
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .

@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 from mailer.campaign import Campaign, CampaignState, Delivery, DeliveryState, transition
 from mailer.delivery import Outcome
 from mailer.errors import PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
+from mailer.events import settle_unknown
 from mailer.message import Batch, Envelope, Sender
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose
+from mailer.tracking import link_table, track, tracking_substitutions
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
 __all__ = ["BatchResult", "finish_if_done", "reap", "send_batch"]
@@ -147,28 +149,61 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
     return claimed, len(gone)
 
 
+@dataclass(frozen=True)
+class _Content:
+    """What every reader of a campaign gets before their own links are filled in."""
+
+    subject: str
+    html: str
+    text: str
+    slug: str
+    links: int  # tracked links, 0 when tracking is off
+
+
+# Built once per campaign per process (the edition is frozen, so it cannot go stale).
+_contents: dict[tuple[int, dt.datetime], _Content] = {}
+
+
+def _content(rt: Runtime, campaign: Campaign) -> _Content:
+    key = (campaign.id, campaign.created_at)
+    if key not in _contents:
+        edition = campaign.frozen_edition()
+        html, text, links = edition.html, edition.text, 0
+        if campaign.tracking:
+            table = link_table(edition)
+            html, text = track(edition, table, rt.settings.public_url)
+            links = len(table)
+        if len(_contents) > 16:
+            _contents.clear()
+        _contents[key] = _Content(edition.subject, html, text, edition.slug, links)
+    return _contents[key]
+
+
 def _batch(rt: Runtime, campaign: Campaign, claimed: list[_Claimed]) -> Batch:
     settings = rt.settings
-    edition = campaign.frozen_edition()
-    view_url = f"{settings.public_url}/archive/{edition.slug}"
+    content = _content(rt, campaign)
+    view_url = f"{settings.public_url}/archive/{content.slug}"
+    unsubscribe = f"{settings.public_url}/unsubscribe/"
     envelopes = tuple(
         Envelope(
             email=c.email,
             name=c.name,
             key=_key(campaign.id, c.delivery_id),
-            unsubscribe_url=f"{settings.public_url}/unsubscribe/"
-            + rt.signer.sign(Purpose.UNSUBSCRIBE, c.subscriber_id),
+            unsubscribe_url=unsubscribe + rt.signer.sign_ids(Purpose.UNSUBSCRIBE, c.subscriber_id),
             view_url=view_url,
+            extra=tracking_substitutions(rt.signer, campaign.id, c.delivery_id, content.links)
+            if campaign.tracking
+            else {},
         )
         for c in claimed
     )
     return Batch(
-        subject=edition.subject,
-        html=edition.html,
-        text=edition.text,
+        subject=content.subject,
+        html=content.html,
+        text=content.text,
         sender=Sender(settings.sender_email, settings.sender_name),
         envelopes=envelopes,
-        category=edition.slug,
+        category=content.slug,
         unsubscribe_mailto=settings.unsubscribe_mailto,
     )
 
@@ -280,6 +315,7 @@ def reap(rt: Runtime) -> dict[int, set[int]]:
         session.execute(
             update(Delivery).where(Delivery.id.in_([s.id for s in stale])).values(**values)
         )
+        settle_unknown(session)  # the provider may have told us already
         touched = {s.campaign_id for s in stale}
         for campaign_id in touched:
             finish_if_done(session, campaign_id)

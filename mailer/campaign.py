@@ -13,7 +13,18 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailer.db import Base, Id, UTCDateTime
@@ -96,6 +107,8 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(16), default=CampaignState.DRAFT)
     backend: Mapped[str] = mapped_column(String(20))
     batch_size: Mapped[int] = mapped_column(Integer, default=BATCH_SIZE)
+    # Open pixel and click redirects in this campaign's mail (off: neither).
+    tracking: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     batches: Mapped[int] = mapped_column(Integer, default=0)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)

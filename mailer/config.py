@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # An inbox the operator reads, offered as the mailto: List-Unsubscribe target.
     unsubscribe_mailto: str = ""
 
+    # Open pixel and click redirects (a campaign can also be sent without them).
+    tracking: bool = True
     batch_size: int = Field(default=1000, ge=1, le=1000)
     # Messages per second across all workers, per backend; 0 for no limit.
     send_rate: float = Field(default=0.0, ge=0)
@@ -146,6 +148,15 @@ class Settings(BaseSettings):
     sweep_seconds: int = Field(default=60, ge=1)
     # What to do with `unknown` rows: wait for the provider's events, or send again.
     unknown_policy: Literal["reconcile", "resend"] = "reconcile"
+
+    # SendGrid's Event Webhook verification key (Mail Settings → Signed Event Webhook),
+    # and how old a signed request may be before it is taken for a replay.
+    sendgrid_webhook_key: str = ""
+    webhook_replay_seconds: int = Field(default=600, ge=1)
+    # Temporary bounces an address takes before it is suppressed.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    # Opens the read-only stats pages (/stats/…) to whoever has it; empty: pages off.
+    stats_token: str = ""
 
     # The scheduled send: beat starts the posts scheduled for today at this moment.
     send_weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "fri"

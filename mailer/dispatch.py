@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer.batch import BatchResult, finish_if_done, reap, send_batch
@@ -30,7 +30,9 @@ from mailer.campaign import (
 )
 from mailer.edition import Edition
 from mailer.errors import MailerError
+from mailer.events import settle_unknown
 from mailer.runtime import Runtime
+from mailer.tracking import CampaignLink, link_table
 from subscribers.models import utcnow
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "make_queue",
     "pause",
     "progress",
+    "reconcile",
     "resume",
     "start",
     "start_due",
@@ -129,12 +132,13 @@ def make_queue(rt: Runtime, on_batch: Callable[[BatchResult], None] | None = Non
 
 
 def create_campaign(
-    rt: Runtime, edition: Edition, post_path: Path | None = None
+    rt: Runtime, edition: Edition, post_path: Path | None = None, tracking: bool | None = None
 ) -> tuple[Campaign, bool]:
     """Freeze ``edition`` in a new draft campaign, or find the live campaign of its post.
 
     Returns the campaign and whether it is new. The unique index on live campaigns'
-    slugs makes this safe against two callers at once (two beats, say).
+    slugs makes this safe against two callers at once (two beats, say). The campaign's
+    link table is written with it: clicks can only ever lead to those links.
     """
     campaign = Campaign(
         slug=edition.slug,
@@ -144,10 +148,16 @@ def create_campaign(
         status=CampaignState.DRAFT,
         backend=rt.settings.backend,
         batch_size=rt.settings.batch_size,
+        tracking=rt.settings.tracking if tracking is None else tracking,
     )
     try:
         with rt.sessions.begin() as session:
             session.add(campaign)
+            session.flush()
+            session.add_all(
+                CampaignLink(campaign_id=campaign.id, position=position, url=url)
+                for position, url in enumerate(link_table(edition))
+            )
         return campaign, True
     except IntegrityError:
         pass
@@ -242,6 +252,45 @@ def sweep(rt: Runtime, queue: Queue, quiet_seconds: float) -> None:
         else:
             with rt.sessions.begin() as session:
                 finish_if_done(session, campaign_id)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    settled: int  # unknown rows the provider's events show as accepted: now sent
+    requeued: int  # unknown rows queued again (policy "resend")
+    still_unknown: int
+
+
+def reconcile(
+    rt: Runtime, campaign_id: int, queue: Queue, resend: bool | None = None
+) -> Reconciled:
+    """Settle a campaign's ``unknown`` deliveries: from the provider's events first, then by
+    policy (``MAILER_UNKNOWN_POLICY``, or ``resend`` given here): queue them again, or leave
+    them unknown for the operator to judge."""
+    resend = rt.settings.unknown_policy == "resend" if resend is None else resend
+    unknown = (Delivery.campaign_id == campaign_id) & (Delivery.status == DeliveryState.UNKNOWN)
+    batches: list[int] = []
+    requeued = 0
+    with rt.sessions.begin() as session:
+        campaign = _locked(session, campaign_id)
+        settled = settle_unknown(session, campaign_id)
+        if resend:
+            batches = list(session.scalars(select(Delivery.batch).where(unknown).distinct()))
+            requeued = (
+                session.execute(
+                    update(Delivery)
+                    .where(unknown)
+                    .values(status=DeliveryState.QUEUED, claimed_at=None, error="")
+                ).rowcount
+                or 0
+            )
+            if requeued and campaign.status == CampaignState.SENT:
+                # Reopened to send the requeued rows; it is marked sent again when done.
+                campaign.status = CampaignState.SENDING
+                campaign.finished_at = None
+    if batches:
+        queue.enqueue(campaign_id, batches)
+    return Reconciled(settled, requeued, progress(rt, campaign_id).unknown)
 
 
 @dataclass(frozen=True)

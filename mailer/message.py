@@ -41,9 +41,12 @@ class Envelope:
     key: str
     unsubscribe_url: str = ""
     view_url: str = ""
+    # More placeholders of this reader's copy (the tracking tokens).
+    extra: dict[str, str] = field(default_factory=dict)
 
     def substitutions(self) -> dict[str, str]:
-        return {UNSUBSCRIBE_PLACEHOLDER: self.unsubscribe_url, VIEW_PLACEHOLDER: self.view_url}
+        links = {UNSUBSCRIBE_PLACEHOLDER: self.unsubscribe_url, VIEW_PLACEHOLDER: self.view_url}
+        return {**links, **self.extra}
 
 
 @dataclass(frozen=True)

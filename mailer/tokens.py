@@ -8,6 +8,9 @@ one purpose is rejected for another. Signatures are compared in constant time.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +34,10 @@ class Signer:
             raise TokenError("no signing secret: set MAILER_SECRET_KEYS")
         # itsdangerous signs with the last key and tries them all when verifying.
         self._keys = list(reversed(secrets))
+        # BLAKE2b keys (64 bytes at most) derived from the secrets, newest first.
+        self._mac_keys = [
+            hashlib.blake2b(s.encode(), person=b"mailer-mac").digest() for s in secrets
+        ]
         self._serializers: dict[Purpose, URLSafeTimedSerializer] = {}
 
     def sign(self, purpose: Purpose, payload: Any) -> str:
@@ -44,6 +51,32 @@ class Signer:
             raise TokenExpired(f"the {purpose} link has expired") from exc
         except BadSignature as exc:
             raise TokenError(f"the {purpose} link is not valid") from exc
+
+    def sign_ids(self, purpose: Purpose, *ids: int) -> str:
+        """A short token for a few ids (``12.3.<mac>``), for the tracking links of every reader.
+
+        Millions are made per send (a reader's unsubscribe link and one per tracked link),
+        so it is a bare keyed-BLAKE2b MAC, without the JSON and timestamp of ``sign``,
+        about thirty times faster; these links do not expire.
+        """
+        body = ".".join(str(i) for i in ids)
+        return f"{body}.{self._mac(self._mac_keys[0], purpose, body)}"
+
+    def verify_ids(self, purpose: Purpose, token: str, count: int) -> tuple[int, ...]:
+        """The ``count`` ids of a genuine ``sign_ids`` token; otherwise ``TokenError``."""
+        body, _, mac = token.rpartition(".")
+        parts = body.split(".")
+        if len(parts) != count or not all(p.isdigit() and len(p) < 19 for p in parts):
+            raise TokenError(f"the {purpose} link is not valid")
+        for key in self._mac_keys:
+            if hmac.compare_digest(self._mac(key, purpose, body), mac):
+                return tuple(int(p) for p in parts)
+        raise TokenError(f"the {purpose} link is not valid")
+
+    @staticmethod
+    def _mac(key: bytes, purpose: Purpose, body: str) -> str:
+        mac = hashlib.blake2b(body.encode(), key=key, person=purpose.encode(), digest_size=12)
+        return base64.urlsafe_b64encode(mac.digest()).decode()
 
     def _serializer(self, purpose: Purpose) -> URLSafeTimedSerializer:
         if purpose not in self._serializers:

@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.db import Base, Id, UTCDateTime
@@ -52,6 +52,8 @@ class Subscriber(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Temporary (4xx) bounces so far; enough of them suppress the address.
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # When the last confirmation email went out: resending is rate limited.
     confirmation_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The consent record: when, from where, through what, agreeing to which words.

@@ -100,7 +100,7 @@ class OptIn:
         return f"{self.settings.public_url}/confirm/{token}"
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
-        token = self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id)
+        token = self.signer.sign_ids(Purpose.UNSUBSCRIBE, subscriber_id)
         return f"{self.settings.public_url}/unsubscribe/{token}"
 
     def confirm(self, token: str) -> Subscriber:
@@ -117,13 +117,13 @@ class OptIn:
 
     def subscriber_for_unsubscribe(self, token: str) -> Subscriber:
         """The subscriber an unsubscribe token names, for the page that asks to confirm."""
-        subscriber_id = self.signer.verify(Purpose.UNSUBSCRIBE, token)
+        (subscriber_id,) = self.signer.verify_ids(Purpose.UNSUBSCRIBE, token, 1)
         with self.sessions() as session:
             return _subscriber(session, subscriber_id)
 
     def unsubscribe(self, token: str, how: str) -> Subscriber:
         """Unsubscribe the token's subscriber; doing it twice is fine."""
-        subscriber_id = self.signer.verify(Purpose.UNSUBSCRIBE, token)
+        (subscriber_id,) = self.signer.verify_ids(Purpose.UNSUBSCRIBE, token, 1)
         with self.sessions.begin() as session:
             subscriber = _subscriber(session, subscriber_id)
             store.unsubscribe(session, subscriber, how)

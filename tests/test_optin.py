@@ -234,7 +234,7 @@ def test_tampered_wrong_purpose_and_expired_tokens(make_optin, sessions, outbox,
     with pytest.raises(TokenError):
         optin.confirm(tampered)
     with pytest.raises(TokenError):
-        optin.confirm(optin.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id))
+        optin.confirm(optin.signer.sign_ids(Purpose.UNSUBSCRIBE, subscriber_id))
     with pytest.raises(TokenError):
         optin.unsubscribe(token, how="one-click")  # a confirm token does not unsubscribe
 

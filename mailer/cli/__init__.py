@@ -43,13 +43,14 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from mailer.cli import campaigns, db, demo, preview, send, serve, subscribers
+    from mailer.cli import campaigns, db, demo, preview, send, serve, stats, subscribers
 
     for command in (
         demo.demo,
         preview.preview,
         send.send,
         campaigns.campaigns,
+        stats.stats,
         subscribers.subscribers,
         serve.serve,
         db.db,

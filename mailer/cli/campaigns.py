@@ -92,3 +92,20 @@ def cancel(ctx: Context, campaign_id: int) -> None:
     """Stop a campaign for good."""
     dispatch.cancel(ctx, campaign_id)
     console.print(f"Campaign {campaign_id} cancelled.")
+
+
+@campaigns.command()
+@click.argument("campaign_id", type=int)
+@click.option(
+    "--resend/--no-resend",
+    default=None,
+    help="What to do with unknown rows no event settles [default: MAILER_UNKNOWN_POLICY].",
+)
+@click.pass_obj
+def reconcile(ctx: Context, campaign_id: int, resend: bool | None) -> None:
+    """Settle unknown deliveries from the provider's events, then by policy."""
+    done = dispatch.reconcile(ctx, campaign_id, dispatch.make_queue(ctx), resend)
+    console.print(
+        f"Campaign {campaign_id}: {done.settled:,} settled as sent from provider events, "
+        f"{done.requeued:,} queued again, {done.still_unknown:,} still unknown."
+    )

@@ -35,6 +35,11 @@ FOLLOW_INTERVAL = 1.0
 @click.option("--test-to", metavar="EMAIL", help="Send one test copy to EMAIL only.")
 @click.option("--follow", is_flag=True, help="Watch the send until it ends.")
 @click.option("--force", is_flag=True, help="Send even if the linter finds errors.")
+@click.option(
+    "--tracking/--no-tracking",
+    default=None,
+    help="Open and click tracking [default: MAILER_TRACKING].",
+)
 @click.pass_obj
 def send(
     ctx: Context,
@@ -44,6 +49,7 @@ def send(
     test_to: str | None,
     follow: bool,
     force: bool,
+    tracking: bool | None,
 ) -> None:
     """Send POST to every confirmed subscriber (each exactly once, whatever fails)."""
     settings = ctx.settings
@@ -69,7 +75,7 @@ def send(
             f"{', '.join(unsafe)}: readers' links would not work or could be forged"
         )
     at = _parse_when(when, settings.send_timezone) if when else None
-    campaign, new = create_campaign(ctx, edition, post)
+    campaign, new = create_campaign(ctx, edition, post, tracking)
     if not new and campaign.status != "draft":
         moment = campaign.finished_at or campaign.started_at or campaign.created_at
         console.print(

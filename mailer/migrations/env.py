@@ -2,7 +2,9 @@
 
 from alembic import context
 
-import mailer.campaign  # noqa: F401  (the tables, for autogenerate)
+import mailer.campaign
+import mailer.events
+import mailer.tracking  # noqa: F401
 import subscribers.models  # noqa: F401
 from mailer.db import Base
 

@@ -3,11 +3,14 @@
 FastAPI because the service already validates with pydantic, it gives the JSON API
 an OpenAPI schema for free, and underneath it is Starlette, fast enough for the
 tracking endpoints to come. ``create_app`` is the only place the app's parts are
-built; routes reach them through ``request.app.state``.
+built; routes reach them through ``request.app.state``. Every app serves the
+reader pages, the tracking endpoints, the SendGrid webhook, the archive and the
+stats pages.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,12 +23,16 @@ from mailer.db import check_schema, make_engine, make_sessions
 from mailer.delivery import make_backend
 from mailer.render import Renderer
 from mailer.tokens import Signer
-from mailer.web import subscribe
+from mailer.web import archive, stats, subscribe, tracking, webhooks
 from mailer.web.guards import RateLimiter
 from mailer.web.pages import Pages
+from mailer.web.tracking import EventBuffer, LinkTables
+from mailer.webhooks.sendgrid import SendGridWebhook
 from subscribers.optin import OptIn
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("mailer.web")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -33,21 +40,34 @@ def create_app(settings: Settings) -> FastAPI:
     check_schema(engine)
     sessions = make_sessions(engine)
     renderer = Renderer(settings)
+    signer = Signer(settings.secret_keys)
+    events = EventBuffer(sessions)
+    if not settings.sendgrid_webhook_key:
+        log.warning(
+            "MAILER_SENDGRID_WEBHOOK_KEY is not set: /webhooks/sendgrid refuses every request"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        events.start()
         yield
+        events.close()  # write what the last requests recorded
         engine.dispose()
 
     app = FastAPI(title=settings.publication_name, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = sessions
+    app.state.signer = signer
+    app.state.events = events
+    app.state.links = LinkTables(sessions)
     app.state.pages = Pages(renderer.templates, settings)
-    app.state.optin = OptIn(
-        settings, sessions, Signer(settings.secret_keys), make_backend(settings), renderer
-    )
+    app.state.optin = OptIn(settings, sessions, signer, make_backend(settings), renderer)
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
-    app.include_router(subscribe.router)
+    app.state.sendgrid_webhook = SendGridWebhook(
+        settings.sendgrid_webhook_key, settings.webhook_replay_seconds
+    )
+    for module in (subscribe, tracking, webhooks, archive, stats):
+        app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -1,0 +1,62 @@
+"""``mailer stats``: what happened after a send."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer.campaign import Campaign
+from mailer.cli import Context, console
+from mailer.stats import CampaignStats, campaign_stats
+
+
+@click.command()
+@click.argument("campaign_id", type=int, required=False)
+@click.pass_obj
+def stats(ctx: Context, campaign_id: int | None) -> None:
+    """Numbers for CAMPAIGN (default: the latest campaigns, one line each)."""
+    with ctx.sessions() as session:
+        if campaign_id is not None:
+            _detail(campaign_stats(session, campaign_id))
+            return
+        ids = list(session.scalars(select(Campaign.id).order_by(Campaign.id.desc()).limit(10)))
+        rows = [campaign_stats(session, i, top=0) for i in ids]
+    table = Table("id", "subject", "sent", "opened (people)", "clicked", "CTR", "bounced", "unsub.")
+    for s in rows:
+        table.add_row(
+            str(s.campaign_id),
+            s.subject,
+            f"{s.sent:,}",
+            f"{s.unique_human_opens:,}",
+            f"{s.unique_clicks:,}",
+            f"{s.click_through:.1%}",
+            f"{s.bounces:,}",
+            f"{s.unsubscribes:,}",
+        )
+    console.print(table)
+
+
+def _detail(s: CampaignStats) -> None:
+    table = Table(title=f"Campaign {s.campaign_id}: {s.subject} ({s.status})", show_header=False)
+    for label, value in (
+        ("sent", s.sent),
+        ("delivered", s.delivered),
+        ("failed", s.failed),
+        ("unknown", s.unknown),
+        ("unique opens — people / all", f"{s.unique_human_opens:,} / {s.unique_opens:,}"),
+        ("opens — people / all", f"{s.human_opens:,} / {s.opens:,}"),
+        ("unique clicks", s.unique_clicks),
+        ("clicks", s.clicks),
+        ("click-through", f"{s.click_through:.1%}"),
+        ("bounces", s.bounces),
+        ("complaints", s.complaints),
+        ("unsubscribes", s.unsubscribes),
+    ):
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else value)
+    console.print(table)
+    if s.top_links:
+        links = Table("clicks", "people", "link", title="Top links")
+        for url, clicks, unique in s.top_links:
+            links.add_row(f"{clicks:,}", f"{unique:,}", url)
+        console.print(links)

@@ -1,0 +1,177 @@
+"""What happened after the send, in one vocabulary, stored once, and what it changes.
+
+Opens and clicks from our own tracking and every provider's webhook events become
+the same ``Event``; they are stored once (a provider's event id is unique, so its
+retries and duplicates change nothing) with the raw payload kept. Bounces,
+complaints and unsubscribes take the address off the list at once, and a
+``processed`` or ``delivered`` event settles a delivery whose outcome was unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import JSON, Boolean, Index, Integer, String, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from mailer.campaign import Delivery, DeliveryState
+from mailer.db import Base, Id, UTCDateTime
+from subscribers import store
+from subscribers.addresses import address_hash
+from subscribers.models import Status, Subscriber
+
+__all__ = ["Event", "EventKind", "EventRecord", "apply", "record", "settle_unknown"]
+
+
+class EventKind(enum.StrEnum):
+    PROCESSED = "processed"  # the provider accepted the message
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    BOUNCED = "bounced"
+    DEFERRED = "deferred"
+    DROPPED = "dropped"
+    COMPLAINED = "complained"
+    UNSUBSCRIBED = "unsubscribed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One normalised event, from our tracking or from a provider."""
+
+    kind: EventKind
+    at: dt.datetime
+    source: str
+    campaign_id: int | None = None
+    delivery_id: int | None = None
+    email: str = ""
+    provider_event_id: str | None = None
+    position: int | None = None  # the clicked link, in the campaign's link table
+    machine: bool = False  # an open by a privacy proxy or scanner
+    # hard: the address does not exist; soft: try later; block: refused by policy
+    bounce: Literal["hard", "soft", "block", ""] = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class EventRecord(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_campaign_id_kind", "campaign_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    campaign_id: Mapped[int | None] = mapped_column(Id)
+    delivery_id: Mapped[int | None] = mapped_column(Id, index=True)
+    position: Mapped[int | None] = mapped_column(Integer)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(16))
+    provider_event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def record(session: Session, events: Sequence[Event]) -> list[Event]:
+    """Store ``events``; returns those that were new (a provider's repeats are dropped)."""
+    if not events:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(EventRecord)
+        .on_conflict_do_nothing(index_elements=["provider_event_id"])
+        .returning(EventRecord.provider_event_id)
+    )
+    rows = [
+        {
+            "kind": str(e.kind),
+            "at": e.at,
+            "campaign_id": e.campaign_id,
+            "delivery_id": e.delivery_id,
+            "position": e.position,
+            "machine": e.machine,
+            "source": e.source,
+            "provider_event_id": e.provider_event_id,
+            "detail": e.raw,
+        }
+        for e in events
+    ]
+    stored = {pid for (pid,) in session.execute(statement, rows)}
+    return [e for e in events if e.provider_event_id is None or e.provider_event_id in stored]
+
+
+_LIST_CLEANING = {
+    EventKind.BOUNCED,
+    EventKind.COMPLAINED,
+    EventKind.UNSUBSCRIBED,
+    EventKind.DROPPED,
+}
+
+
+def apply(session: Session, events: Iterable[Event], soft_bounce_limit: int) -> None:
+    """What events change: the list cleans itself, unknown deliveries get settled."""
+    for event in events:
+        if event.kind in _LIST_CLEANING:
+            _clean_list(session, event, soft_bounce_limit)
+    settle_unknown(session)
+
+
+def _clean_list(session: Session, event: Event, soft_bounce_limit: int) -> None:
+    subscriber = _subscriber(session, event)
+    if subscriber is None:
+        return
+    how = f"{event.source} {event.kind}"
+    if event.kind == EventKind.COMPLAINED:
+        store.unsubscribe(session, subscriber, how, Status.COMPLAINED)
+    elif event.kind == EventKind.UNSUBSCRIBED:
+        store.unsubscribe(session, subscriber, how)
+    elif event.kind == EventKind.DROPPED:
+        reason = str(event.raw.get("reason", "")).lower()
+        if "spam" in reason:
+            store.unsubscribe(session, subscriber, how, Status.COMPLAINED)
+        elif "unsubscribe" in reason:
+            store.unsubscribe(session, subscriber, how)
+        elif "bounce" in reason or "invalid" in reason:
+            store.unsubscribe(session, subscriber, how, Status.BOUNCED)
+    elif event.bounce == "soft":
+        subscriber.soft_bounces += 1
+        store.record(session, subscriber.id, "soft_bounce", count=subscriber.soft_bounces)
+        if subscriber.soft_bounces >= soft_bounce_limit:
+            how = f"{how} ({subscriber.soft_bounces} soft bounces)"
+            store.unsubscribe(session, subscriber, how, Status.BOUNCED)
+    else:  # hard bounces and blocks
+        store.unsubscribe(session, subscriber, how, Status.BOUNCED)
+
+
+def _subscriber(session: Session, event: Event) -> Subscriber | None:
+    if event.delivery_id is not None:
+        subscriber_id = session.scalar(
+            select(Delivery.subscriber_id).where(Delivery.id == event.delivery_id)
+        )
+        if subscriber_id is not None:
+            return session.get(Subscriber, subscriber_id)
+    if event.email:
+        return session.scalar(
+            select(Subscriber).where(Subscriber.email_hash == address_hash(event.email))
+        )
+    return None
+
+
+def settle_unknown(session: Session, campaign_id: int | None = None) -> int:
+    """Deliveries whose outcome was unknown but that the provider reports accepting are sent."""
+    accepted = select(EventRecord.delivery_id).where(
+        EventRecord.kind.in_((EventKind.PROCESSED, EventKind.DELIVERED)),
+        EventRecord.delivery_id.is_not(None),
+    )
+    statement = (
+        update(Delivery)
+        .where(Delivery.status == DeliveryState.UNKNOWN, Delivery.id.in_(accepted))
+        .values(status=DeliveryState.SENT, error="settled from the provider's events")
+    )
+    if campaign_id is not None:
+        statement = statement.where(Delivery.campaign_id == campaign_id)
+    return session.execute(statement).rowcount or 0

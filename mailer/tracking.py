@@ -1,0 +1,101 @@
+"""Our own open and click tracking, the same for every backend.
+
+At send time a tracked campaign's links point at ``/c/<token>`` and the HTML ends
+with a 1×1 pixel at ``/o/<token>.gif``. A token is signed and names the campaign,
+the delivery and (for a click) the link's position in the campaign's own link
+table; the redirect's destination always comes from that table, never from the
+URL, so nothing can be pointed elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from html import escape
+
+from sqlalchemy import ForeignKey, Integer, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.db import Base, Id
+from mailer.edition import Edition
+from mailer.tokens import Purpose, Signer
+
+__all__ = [
+    "OPEN_PLACEHOLDER",
+    "CampaignLink",
+    "is_machine_open",
+    "link_table",
+    "track",
+    "tracking_substitutions",
+]
+
+OPEN_PLACEHOLDER = "%%o%%"
+_TRACKED_SCHEMES = ("http://", "https://")
+# Apple's Mail Privacy Protection fetches every image through Apple's own network,
+# with a bare user agent, whether or not anyone reads the message.
+_APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
+_MACHINE_AGENTS = re.compile(
+    r"bot|crawler|spider|preview|scanner|barracuda|mimecast|proofpoint", re.I
+)
+
+
+class CampaignLink(Base):
+    """The links a campaign may redirect to, by position."""
+
+    __tablename__ = "campaign_links"
+
+    campaign_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+
+
+def link_table(edition: Edition) -> list[str]:
+    """The edition's web links, each once, in order: what clicks are counted on."""
+    return list(
+        dict.fromkeys(link.url for link in edition.links if link.url.startswith(_TRACKED_SCHEMES))
+    )
+
+
+def _click_placeholder(position: int) -> str:
+    return f"%%c{position}%%"
+
+
+def track(edition: Edition, links: list[str], public_url: str) -> tuple[str, str]:
+    """The edition's HTML and text with every tracked link and the pixel as placeholders."""
+    html, text = edition.html, edition.text
+    # Longest first, so a URL that starts another one does not take its place.
+    for position, url in sorted(enumerate(links), key=lambda item: -len(item[1])):
+        tracked = f"{public_url}/c/{_click_placeholder(position)}"
+        html = html.replace(f'href="{escape(url)}"', f'href="{tracked}"')
+        text = re.sub(re.escape(url) + r"(?=[)\s]|$)", tracked, text)
+    pixel = (
+        f'<img src="{public_url}/o/{OPEN_PLACEHOLDER}.gif" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;" />'
+    )
+    html = html.replace("</body>", pixel + "</body>", 1)
+    return html, text
+
+
+def tracking_substitutions(
+    signer: Signer, campaign_id: int, delivery_id: int, links: int
+) -> dict[str, str]:
+    """One reader's tokens for the pixel and each tracked link."""
+    substitutions = {OPEN_PLACEHOLDER: signer.sign_ids(Purpose.OPEN, campaign_id, delivery_id)}
+    for position in range(links):
+        substitutions[_click_placeholder(position)] = signer.sign_ids(
+            Purpose.CLICK, campaign_id, delivery_id, position
+        )
+    return substitutions
+
+
+def is_machine_open(ip: str, user_agent: str) -> bool:
+    """An open made by a privacy proxy or a security scanner, not by a reader's eyes."""
+    try:
+        if ipaddress.ip_address(ip) in _APPLE_NETWORK:
+            return True
+    except ValueError:
+        pass
+    agent = user_agent.strip()
+    return agent in ("", "Mozilla/5.0") or bool(_MACHINE_AGENTS.search(agent))

@@ -1,0 +1,45 @@
+"""The public archive: every sent edition's web version, the "view in browser" link.
+
+The page is the frozen edition itself, without anything of any one reader: the
+unsubscribe link becomes the subscribe page, and there is no tracking pixel.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from mailer.campaign import Campaign, CampaignState
+
+__all__ = ["router"]
+
+router = APIRouter()
+_PUBLIC = (CampaignState.SENDING, CampaignState.SENT)
+
+
+@router.get("/archive", response_class=HTMLResponse)
+def archive(request: Request) -> HTMLResponse:
+    with request.app.state.sessions() as session:
+        rows = session.execute(
+            select(Campaign.slug, Campaign.subject, Campaign.started_at)
+            .where(Campaign.status.in_(_PUBLIC))
+            .order_by(Campaign.started_at.desc())
+        ).all()
+    return request.app.state.pages.render("archive", editions=rows)
+
+
+@router.get("/archive/{slug}", response_class=HTMLResponse)
+def edition(request: Request, slug: str) -> Response:
+    with request.app.state.sessions() as session:
+        campaign = session.scalar(
+            select(Campaign).where(Campaign.slug == slug, Campaign.status.in_(_PUBLIC))
+        )
+    pages = request.app.state.pages
+    if campaign is None:
+        return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
+    public_url = request.app.state.settings.public_url
+    html, _text = campaign.frozen_edition().personalize(
+        unsubscribe_url=f"{public_url}/subscribe", view_url=f"{public_url}/archive/{slug}"
+    )
+    return HTMLResponse(html)
