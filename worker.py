@@ -20,6 +20,8 @@ from mailer.config import Settings, load_settings
 from mailer.runtime import Runtime
 
 settings = load_settings()
+# The broker the worker consumes and the tasks it publishes (beat's) use: one address.
+BROKER_URL = settings.broker_url or "redis://127.0.0.1:6379/0"
 # A task that outlives this is delivered again by Redis: keep it well above task_time_limit.
 VISIBILITY_TIMEOUT = 3600
 TASK_TIME_LIMIT = 600
@@ -40,7 +42,7 @@ def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
     }
 
 
-app = Celery("mailer", broker=settings.broker_url or "redis://127.0.0.1:6379/0")
+app = Celery("mailer", broker=BROKER_URL)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -70,7 +72,7 @@ def runtime() -> Runtime:
 def queue() -> dispatch.CeleryQueue:
     global _queue
     if _queue is None:
-        _queue = dispatch.CeleryQueue(settings.broker_url)
+        _queue = dispatch.CeleryQueue(BROKER_URL)
     return _queue
 
 

@@ -57,6 +57,7 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
             .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
         )
     if not waiting:
+        _finish(rt, campaign_id)  # a repeated task may be the last word on this campaign
         return BatchResult()
     rt.send_rate.take(waiting)  # before the claim, so claimed rows go out at once
 

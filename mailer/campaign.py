@@ -156,7 +156,8 @@ def transition(campaign: Campaign, to: CampaignState) -> None:
 
 
 # Every confirmed, not suppressed subscriber, numbered into batches in id order, in one
-# statement: no Python loop over subscribers, and a repeated fill adds nothing.
+# statement: no Python loop over subscribers, and a repeated fill adds nothing. Readers
+# an earlier (cancelled) campaign of the same post reached, or may have, are left out.
 _FILL = text(
     """
     INSERT INTO deliveries (campaign_id, subscriber_id, batch, status, attempts, provider_id, error)
@@ -166,13 +167,17 @@ _FILL = text(
     WHERE s.status = 'confirmed'
       AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :campaign_id)
+      AND NOT EXISTS (
+        SELECT 1 FROM deliveries e JOIN campaigns c ON c.id = e.campaign_id
+        WHERE c.slug = :slug AND e.subscriber_id = s.id
+          AND e.status IN ('sent', 'sending', 'unknown'))
     """
 )
 
 
 def fill_ledger(session: Session, campaign: Campaign) -> int:
     """Queue the campaign's audience; returns how many recipients it has."""
-    params = {"campaign_id": campaign.id, "batch_size": campaign.batch_size}
+    params = {"campaign_id": campaign.id, "batch_size": campaign.batch_size, "slug": campaign.slug}
     session.execute(_FILL, params)
     count, batches = session.execute(
         text(

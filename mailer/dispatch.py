@@ -25,6 +25,7 @@ from mailer.campaign import (
     CampaignState,
     Delivery,
     DeliveryState,
+    IllegalTransition,
     fill_ledger,
     transition,
 )
@@ -176,16 +177,22 @@ def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = 
     """Start a draft or scheduled campaign now (or schedule it for ``at``); False if it was
     started already. The ledger is filled in the same transaction as the state change and
     batches are enqueued only after it commits."""
+    startable = (Campaign.id == campaign_id) & Campaign.status.in_(
+        (CampaignState.DRAFT, CampaignState.SCHEDULED)
+    )
     with rt.sessions.begin() as session:
-        campaign = _locked(session, campaign_id)
-        if campaign.status not in (CampaignState.DRAFT, CampaignState.SCHEDULED):
-            return False
+        _locked(session, campaign_id)  # a clear error for an unknown id
+        # One conditional UPDATE decides who starts it: of two callers at once (two
+        # beats), one changes the row and the other changes nothing, on SQLite too.
         if at is not None and at > utcnow():
-            campaign.scheduled_at = at
-            if campaign.status != CampaignState.SCHEDULED:
-                transition(campaign, CampaignState.SCHEDULED)
+            values = {"status": CampaignState.SCHEDULED, "scheduled_at": at}
+        else:
+            values = {"status": CampaignState.SENDING, "started_at": utcnow()}
+        if not session.execute(update(Campaign).where(startable).values(**values)).rowcount:
+            return False
+        campaign = session.get(Campaign, campaign_id, populate_existing=True)
+        if campaign.status == CampaignState.SCHEDULED:
             return True
-        transition(campaign, CampaignState.SENDING)
         fill_ledger(session, campaign)
         batches = campaign.batches
         if not batches:
@@ -213,9 +220,15 @@ def pause(rt: Runtime, campaign_id: int) -> None:
 
 
 def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
-    """Resume a paused (or failed) campaign: only rows still queued are sent. Returns how many."""
+    """Resume a paused (or failed) campaign: only rows still queued are sent. Returns how many
+    are still queued afterwards (none, when the queue sends inline)."""
     with rt.sessions.begin() as session:
         campaign = _locked(session, campaign_id)
+        if campaign.status not in (CampaignState.PAUSED, CampaignState.FAILED):
+            raise IllegalTransition(
+                f"campaign {campaign_id} is {campaign.status}: only a paused or failed "
+                "campaign resumes (`mailer send` starts a new one)"
+            )
         transition(campaign, CampaignState.SENDING)
         campaign.errors = 0
         batches = _open_batches(session, campaign_id)

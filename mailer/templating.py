@@ -48,7 +48,7 @@ class Templates:
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"template {name} not found in {self._where()}") from exc
 
-    def render(self, name: str, **context: Any) -> str:
+    def render(self, name: str, /, **context: Any) -> str:
         template = self.get(name)
         try:
             return template.render(**context)

@@ -69,7 +69,7 @@ class Signer:
         if len(parts) != count or not all(p.isdigit() and len(p) < 19 for p in parts):
             raise TokenError(f"the {purpose} link is not valid")
         for key in self._mac_keys:
-            if hmac.compare_digest(self._mac(key, purpose, body), mac):
+            if hmac.compare_digest(self._mac(key, purpose, body).encode(), mac.encode()):
                 return tuple(int(p) for p in parts)
         raise TokenError(f"the {purpose} link is not valid")
 

@@ -21,9 +21,12 @@ def normalize(raw: str) -> str:
     if len(candidate) > MAX_LENGTH:
         raise InvalidAddress(f"the email address is longer than {MAX_LENGTH} characters")
     try:
-        return validate_email(candidate, check_deliverability=False).normalized
+        # ASCII only in the local part: most mail systems, ours included, cannot yet
+        # deliver SMTPUTF8. Internationalised domains are kept, in their ASCII form.
+        valid = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidAddress(f"{candidate!r} is not a valid email address: {exc}") from exc
+    return valid.ascii_email or valid.normalized
 
 
 def address_hash(email: str) -> str:

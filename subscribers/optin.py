@@ -34,6 +34,8 @@ Outcome = Literal["pending", "confirmed", "already_confirmed", "resent", "rate_l
 class SubscribeOutcome:
     outcome: Outcome
     email: str
+    # With ``defer``: the subscriber whose confirmation email the caller must send.
+    to_confirm: Subscriber | None = None
 
 
 class OptIn:
@@ -52,11 +54,14 @@ class OptIn:
         self.renderer = renderer
         self.lang = settings.lang or "en"
 
-    def subscribe(self, email: str, consent: store.Consent, name: str = "") -> SubscribeOutcome:
+    def subscribe(
+        self, email: str, consent: store.Consent, name: str = "", *, defer: bool = False
+    ) -> SubscribeOutcome:
         """Handle a request to join; raises ``InvalidAddress`` for an unusable address.
 
         The confirmation email goes out after the transaction commits, so its link
-        never names a subscriber that was rolled back.
+        never names a subscriber that was rolled back; with ``defer`` the caller sends
+        it (the web app, after answering).
         """
         email = normalize(email)
         status = Status.PENDING if self.settings.double_opt_in else Status.CONFIRMED
@@ -74,8 +79,11 @@ class OptIn:
             if result.outcome == "exists" and not self._may_resend(subscriber):
                 return SubscribeOutcome("rate_limited", email)
             subscriber.confirmation_sent_at = utcnow()
+        outcome: Outcome = "pending" if result.outcome == "added" else "resent"
+        if defer:
+            return SubscribeOutcome(outcome, email, to_confirm=subscriber)
         self.send_confirmation(subscriber)
-        return SubscribeOutcome("pending" if result.outcome == "added" else "resent", email)
+        return SubscribeOutcome(outcome, email)
 
     def _may_resend(self, subscriber: Subscriber) -> bool:
         sent = subscriber.confirmation_sent_at

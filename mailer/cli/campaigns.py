@@ -9,7 +9,7 @@ from sqlalchemy import select
 from mailer import dispatch
 from mailer.campaign import Campaign
 from mailer.cli import Context, console
-from mailer.cli.send import follow_campaign
+from mailer.cli.send import follow_campaign, print_summary
 
 
 @click.group()
@@ -80,8 +80,8 @@ def pause(ctx: Context, campaign_id: int) -> None:
 @click.pass_obj
 def resume(ctx: Context, campaign_id: int) -> None:
     """Send what is still queued (never what was sent or is unknown)."""
-    queued = dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
-    console.print(f"Campaign {campaign_id} resumed; {queued:,} recipients still queued.")
+    dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
+    print_summary(ctx, campaign_id)
 
 
 @campaigns.command()

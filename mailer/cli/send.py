@@ -102,7 +102,7 @@ def send(
         return
     if follow and settings.broker_url:
         follow_campaign(ctx, campaign.id, edition.subject)
-    _summary(ctx, campaign.id)
+    print_summary(ctx, campaign.id)
 
 
 def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
@@ -116,7 +116,7 @@ def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
             time.sleep(FOLLOW_INTERVAL)
 
 
-def _summary(ctx: Context, campaign_id: int) -> None:
+def print_summary(ctx: Context, campaign_id: int) -> None:
     p = progress(ctx, campaign_id)
     console.print(
         f"Campaign {campaign_id} ({p.status}): {p.recipients:,} recipients — sent {p.sent:,}, "

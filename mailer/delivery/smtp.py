@@ -91,8 +91,10 @@ class SmtpBackend:
                 try:
                     smtp.sendmail(batch.sender.email, [envelope.email], message)
                 except smtplib.SMTPRecipientsRefused as exc:
-                    reason = exc.recipients.get(envelope.email, (0, b""))
-                    outcomes.append(Outcome(envelope.key, "failed", error=_reason(reason)))
+                    code, text = exc.recipients.get(envelope.email, (550, b""))
+                    if 400 <= code < 500:  # greylisted or over quota: this one and the rest later
+                        return outcomes
+                    outcomes.append(Outcome(envelope.key, "failed", error=_reason((code, text))))
                 except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
                     if 400 <= exc.smtp_code < 500:  # "try later": this one and the rest
                         return outcomes

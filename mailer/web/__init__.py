@@ -24,7 +24,7 @@ from mailer.delivery import make_backend
 from mailer.render import Renderer
 from mailer.tokens import Signer
 from mailer.web import archive, stats, subscribe, tracking, webhooks
-from mailer.web.guards import RateLimiter
+from mailer.web.guards import AfterResponse, RateLimiter
 from mailer.web.pages import Pages
 from mailer.web.tracking import EventBuffer, LinkTables
 from mailer.webhooks.sendgrid import SendGridWebhook
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     renderer = Renderer(settings)
     signer = Signer(settings.secret_keys)
     events = EventBuffer(sessions)
+    after_response = AfterResponse()
     if not settings.sendgrid_webhook_key:
         log.warning(
             "MAILER_SENDGRID_WEBHOOK_KEY is not set: /webhooks/sendgrid refuses every request"
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         events.start()
         yield
+        after_response.wait()  # confirmation emails still going out
         events.close()  # write what the last requests recorded
         engine.dispose()
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = sessions
     app.state.signer = signer
     app.state.events = events
+    app.state.after_response = after_response
     app.state.links = LinkTables(sessions)
     app.state.pages = Pages(renderer.templates, settings)
     app.state.optin = OptIn(settings, sessions, signer, make_backend(settings), renderer)

@@ -22,7 +22,7 @@ class Pages:
             for key, value in templates.strings(self.lang).items()
         }
 
-    def render(self, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, name: str, status_code: int = 200, /, **context: Any) -> HTMLResponse:
         html = self.templates.render(
             f"pages/{name}.html",
             lang=self.lang,

@@ -15,7 +15,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from mailer.errors import InvalidAddress, TokenError, TokenExpired
-from mailer.web.guards import CSRF_COOKIE, MAX_BODY, client_ip, csrf_ok, new_csrf_token
+from mailer.web.guards import (
+    CSRF_COOKIE,
+    MAX_BODY,
+    AfterResponse,
+    client_ip,
+    csrf_ok,
+    new_csrf_token,
+)
 from mailer.web.pages import Pages
 from subscribers.addresses import MAX_LENGTH
 from subscribers.optin import OptIn
@@ -25,13 +32,13 @@ __all__ = ["router"]
 
 router = APIRouter()
 MAX_NAME = 200
-ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, key: str) -> None:
+    def __init__(self, status: int, key: str, field: str = "") -> None:
         self.status = status
-        self.key = key
+        self.key = key  # the message, in the page's strings
+        self.field = field  # the form field at fault, if one is
 
 
 def _pages(request: Request) -> Pages:
@@ -42,13 +49,17 @@ def _optin(request: Request) -> OptIn:
     return request.app.state.optin
 
 
-def _form_page(request: Request, status: int = 200, error: str = "", **values: str) -> HTMLResponse:
+def _form_page(
+    request: Request, status: int = 200, error: str = "", field: str = "", **values: str
+) -> HTMLResponse:
+    """The form; after an error, with what the visitor typed and the faulty ``field`` marked."""
     token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
     response = _pages(request).render(
         "subscribe",
         status,
         csrf=token,
         error=error,
+        field=field,
         email=values.get("email", ""),
         name=values.get("name", ""),
     )
@@ -66,6 +77,7 @@ def subscribe_form(request: Request) -> HTMLResponse:
 async def subscribe(request: Request) -> Response:
     is_json = request.headers.get("content-type", "").startswith("application/json")
     strings = _pages(request).strings
+    data: dict[str, Any] = {}
     try:
         data = await _read(request, is_json)
         if not is_json and not csrf_ok(request, str(data.get("csrf", ""))):
@@ -75,26 +87,35 @@ async def subscribe(request: Request) -> Response:
         if not request.app.state.subscribe_limit.allow(client_ip(request)):
             raise _BadRequest(429, "too_many")
         email, name = str(data.get("email", "")).strip(), str(data.get("name", "")).strip()
-        if len(email) > MAX_LENGTH or len(name) > MAX_NAME:
-            raise _BadRequest(400, "invalid_email")
+        if len(email) > MAX_LENGTH:
+            raise _BadRequest(400, "invalid_email", "email")
+        if len(name) > MAX_NAME:
+            raise _BadRequest(400, "name_too_long", "name")
         if data.get("consent") not in (True, "yes", "on"):
-            raise _BadRequest(400, "consent_required")
+            raise _BadRequest(400, "consent_required", "consent")
         consent = Consent(
             source="api" if is_json else "web form",
             text=strings["consent_text"],
             ip=client_ip(request),
             user_agent=request.headers.get("user-agent", ""),
         )
+        optin = _optin(request)
         try:
-            await run_in_threadpool(_optin(request).subscribe, email, consent, name)
+            outcome = await run_in_threadpool(optin.subscribe, email, consent, name, defer=True)
         except InvalidAddress as exc:
-            raise _BadRequest(400, "invalid_email") from exc
-        return _accepted(request, is_json, email)
+            raise _BadRequest(400, "invalid_email", "email") from exc
+        response = _accepted(request, is_json, email)
+        if outcome.to_confirm is not None:
+            # After the answer: a new address and a known one take the same time to answer.
+            after: AfterResponse = request.app.state.after_response
+            response.background = after.task(optin.send_confirmation, outcome.to_confirm)
+        return response
     except _BadRequest as bad:
-        if is_json:
-            return JSONResponse({"error": bad.key, "message": strings[bad.key]}, bad.status)
-        values = {} if bad.status == 413 else {"email": str(data.get("email", ""))[:MAX_LENGTH]}
-        return _form_page(request, bad.status, strings[bad.key], **values)
+        if is_json:  # a field the client got wrong is 422, as FastAPI's own validation says
+            status = 422 if bad.field else bad.status
+            return JSONResponse({"error": bad.key, "message": strings[bad.key]}, status)
+        typed = {key: str(data.get(key, ""))[:MAX_LENGTH] for key in ("email", "name")}
+        return _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
 
 
 async def _read(request: Request, is_json: bool) -> dict[str, Any]:
@@ -147,8 +168,13 @@ def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
 @router.post("/unsubscribe/{token}")
 async def unsubscribe(request: Request, token: str) -> Response:
     """The page's button, and RFC 8058 one-click: 200 at once, no redirect, no cookie."""
-    body = (await request.body())[:MAX_BODY].decode("utf-8", "replace")
-    one_click = ONE_CLICK in body
+    body = ""
+    async for chunk in request.stream():
+        body += chunk.decode("utf-8", "replace")
+        if len(body) > MAX_BODY:
+            break
+    # RFC 8058 senders post List-Unsubscribe=One-Click as a urlencoded or multipart form.
+    one_click = "List-Unsubscribe" in body and "One-Click" in body
     optin, pages = _optin(request), _pages(request)
     try:
         how = "one-click" if one_click else "web page"
