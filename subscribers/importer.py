@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,7 +89,17 @@ def import_csv(
                 _import_chunk(session, chunk, consent, status, started, report)
             if progress is not None:
                 progress(raw.tell())
+    if report.added:
+        _refresh_statistics(sessions)
     return report
+
+
+def _refresh_statistics(sessions: sessionmaker) -> None:
+    """Without fresh statistics PostgreSQL plans the next send's keyset pages as if the
+    table were tiny, and streaming a million subscribers takes minutes, not seconds."""
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ANALYZE subscribers"))
 
 
 def _columns(path: Path, fieldnames: Any) -> dict[str, str]:
@@ -159,23 +170,23 @@ def _import_chunk(
     started: dt.datetime,
     report: ImportReport,
 ) -> None:
+    postgres = session.get_bind().dialect.name == "postgresql"
     hashes = list({row.email_hash for row in chunk})
-    found = session.execute(
-        select(Subscriber.email_hash, Subscriber.source, Subscriber.created_at).where(
-            Subscriber.email_hash.in_(hashes)
-        )
-    )
     on_list: set[str] = set()
     this_file: set[str] = set()  # added by an earlier chunk of this very import
-    for email_hash, source, created_at in found:
+    found = select(Subscriber.email_hash, Subscriber.source, Subscriber.created_at)
+    for email_hash, source, created_at in session.execute(
+        found.where(_among(Subscriber.email_hash, hashes, postgres))
+    ):
         on_list.add(email_hash)
         if source == consent.source and created_at >= started:
             this_file.add(email_hash)
     suppressed = set(
-        session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
+        session.scalars(
+            select(Suppression.email_hash).where(_among(Suppression.email_hash, hashes, postgres))
+        )
     )
-    now = utcnow()
-    new: dict[str, dict[str, Any]] = {}
+    new: dict[str, _Row] = {}
     for row in chunk:
         if row.email_hash in suppressed:
             report.suppressed += 1
@@ -184,31 +195,82 @@ def _import_chunk(
         elif row.email_hash in on_list:
             report.existing += 1
         else:
-            new[row.email_hash] = {
-                "email": row.email,
-                "email_hash": row.email_hash,
-                "name": row.name,
+            new[row.email_hash] = row
+    if new:
+        insert = _insert_postgresql if postgres else _insert_sqlite
+        added = insert(session, list(new.values()), consent, status)
+        report.added += added
+        report.existing += len(new) - added  # added by someone else since the lookup
+
+
+def _among(column: Any, hashes: list[str], postgres: bool) -> Any:
+    """``column IN (…)``; on PostgreSQL one array parameter (``= ANY``), which it plans
+    once, instead of five thousand parameters it would parse on every chunk."""
+    if postgres:
+        return column == any_(bindparam("hashes", hashes, type_=postgresql.ARRAY(String)))
+    return column.in_(hashes)
+
+
+# PostgreSQL: the chunk as four arrays, one statement; columns that are the same on
+# every row go in once. The rows that come back are the rows added.
+_INSERT_UNNEST = text(
+    """
+    INSERT INTO subscribers (email, email_hash, name, tags, status, source, created_at,
+        confirmed_at, consent_at, consent_ip, consent_user_agent, consent_source, consent_text,
+        soft_bounces)
+    SELECT e, h, n, CAST(t AS json), :status, :source, :now, :confirmed_at, :now, '', '',
+        :source, :consent_text, 0
+    FROM unnest(CAST(:emails AS text[]), CAST(:hashes AS text[]), CAST(:names AS text[]),
+                CAST(:tags AS text[])) AS u(e, h, n, t)
+    ON CONFLICT (email_hash) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def _insert_postgresql(session: Session, rows: list[_Row], consent: Consent, status: Status) -> int:
+    now = utcnow()
+    params = {
+        "emails": [r.email for r in rows],
+        "hashes": [r.email_hash for r in rows],
+        "names": [r.name for r in rows],
+        "tags": [json.dumps(r.tags) for r in rows],
+        "status": str(status),
+        "source": consent.source,
+        "consent_text": consent.text,
+        "now": now,
+        "confirmed_at": now if status == Status.CONFIRMED else None,
+    }
+    return len(session.execute(_INSERT_UNNEST, params).all())
+
+
+def _insert_sqlite(session: Session, rows: list[_Row], consent: Consent, status: Status) -> int:
+    """Core executemany, ON CONFLICT DO NOTHING; the row count says how many went in."""
+    now = utcnow()
+    confirmed_at = now if status == Status.CONFIRMED else None
+    statement = sqlite.insert(Subscriber.__table__).on_conflict_do_nothing(
+        index_elements=["email_hash"]
+    )
+    result = session.connection().execute(
+        statement,
+        [
+            {
+                "email": r.email,
+                "email_hash": r.email_hash,
+                "name": r.name,
                 "status": str(status),
-                "tags": row.tags,
+                "tags": r.tags,
                 "source": consent.source,
                 "created_at": now,
-                "confirmed_at": now if status == Status.CONFIRMED else None,
+                "confirmed_at": confirmed_at,
                 "consent_at": now,
                 "consent_ip": "",
                 "consent_user_agent": "",
                 "consent_source": consent.source,
                 "consent_text": consent.text,
+                "soft_bounces": 0,
             }
-    if new:
-        inserted = session.execute(_insert_new(session), list(new.values())).all()
-        added = len(inserted)
-        report.added += added
-        report.existing += len(new) - added  # added by someone else since the lookup
-
-
-def _insert_new(session: Session) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the rows returned are the rows added."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Subscriber).on_conflict_do_nothing(index_elements=["email_hash"])
-    return statement.returning(Subscriber.id)
+            for r in rows
+        ],
+    )
+    return result.rowcount
