@@ -76,7 +76,17 @@ class EventRecord(Base):
 
 
 def record(session: Session, events: Sequence[Event]) -> list[Event]:
-    """Store ``events``; returns those that were new (a provider's repeats are dropped)."""
+    """Store ``events``; returns those that were new (a provider's repeats are dropped,
+    within this batch as well as across batches)."""
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.provider_event_id is not None:
+            if event.provider_event_id in seen:
+                continue
+            seen.add(event.provider_event_id)
+        unique.append(event)
+    events = unique
     if not events:
         return []
     dialect = session.get_bind().dialect.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from html import escape
+from html import unescape
 
 from sqlalchemy import ForeignKey, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,6 +34,7 @@ _TRACKED_SCHEMES = ("http://", "https://")
 # Apple's Mail Privacy Protection fetches every image through Apple's own network,
 # with a bare user agent, whether or not anyone reads the message.
 _APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
+_HREF = re.compile(r'href="([^"]*)"')
 _MACHINE_AGENTS = re.compile(
     r"bot|crawler|spider|preview|scanner|barracuda|mimecast|proofpoint", re.I
 )
@@ -64,12 +65,23 @@ def _click_placeholder(position: int) -> str:
 
 def track(edition: Edition, links: list[str], public_url: str) -> tuple[str, str]:
     """The edition's HTML and text with every tracked link and the pixel as placeholders."""
-    html, text = edition.html, edition.text
-    # Longest first, so a URL that starts another one does not take its place.
-    for position, url in sorted(enumerate(links), key=lambda item: -len(item[1])):
-        tracked = f"{public_url}/c/{_click_placeholder(position)}"
-        html = html.replace(f'href="{escape(url)}"', f'href="{tracked}"')
-        text = re.sub(re.escape(url) + r"(?=[)\s]|$)", tracked, text)
+    positions = {url: position for position, url in enumerate(links)}
+
+    def tracked(url: str) -> str | None:
+        position = positions.get(url)
+        return None if position is None else f"{public_url}/c/{_click_placeholder(position)}"
+
+    def in_html(match: re.Match[str]) -> str:
+        return f'href="{tracked(unescape(match[1])) or match[1]}"'
+
+    html = _HREF.sub(in_html, edition.html)
+    text = edition.text
+    # Longest first, so a URL that starts another one does not take its place; a URL ends
+    # at a space, a bracket or the sentence's last punctuation.
+    for url in sorted(links, key=len, reverse=True):
+        end = r"(?=[.,;:!?]*(?:[)\s'\"\]>]|$))"
+        replacement = tracked(url) or url
+        text = re.sub(re.escape(url) + end, lambda _match: replacement, text)
     pixel = (
         f'<img src="{public_url}/o/{OPEN_PLACEHOLDER}.gif" width="1" height="1" alt="" '
         'style="display:block;width:1px;height:1px;border:0;" />'

@@ -64,6 +64,11 @@ def build_request(batch: Batch) -> dict[str, Any]:
             {"type": "text/html", "value": batch.html},
         ],
     }
+    # Our own tracking rewrote the links already; SendGrid's would wrap them a second time.
+    body["tracking_settings"] = {
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": False},
+    }
     if batch.category:
         body["categories"] = [batch.category[:255]]
     if batch.reply_to:
