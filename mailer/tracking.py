@@ -81,7 +81,7 @@ def track(edition: Edition, links: list[str], public_url: str) -> tuple[str, str
     for url in sorted(links, key=len, reverse=True):
         end = r"(?=[.,;:!?]*(?:[)\s'\"\]>]|$))"
         replacement = tracked(url) or url
-        text = re.sub(re.escape(url) + end, lambda _match: replacement, text)
+        text = re.sub(re.escape(url) + end, lambda _match, r=replacement: r, text)
     pixel = (
         f'<img src="{public_url}/o/{OPEN_PLACEHOLDER}.gif" width="1" height="1" alt="" '
         'style="display:block;width:1px;height:1px;border:0;" />'
