@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
@@ -19,6 +20,17 @@ from mailer.render import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_POST = ROOT.parent / "shared" / "posts" / "2026-02-06-ai-weekly.md"
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots, for a human look (gitignored)
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make browser` installs it
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +121,29 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker:
     return make_sessions(engine)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Callable[[], Browser]]:
+    """Chromium, launched once per module, on first use inside a test.
+
+    Launching from the test body makes a missing browser a test failure (not a setup error
+    or a skip): the browser checks are part of `make test`.
+    """
+    with sync_playwright() as playwright:
+        launched: list[Browser] = []
+
+        def get() -> Browser:
+            if not launched:
+                if not CHROMIUM.is_file():
+                    pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install it")
+                launched.append(
+                    playwright.chromium.launch(
+                        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                    )
+                )
+            return launched[0]
+
+        yield get
+        for launched_browser in launched:
+            launched_browser.close()

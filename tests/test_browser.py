@@ -9,56 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from mailer.config import load_settings
 from mailer.preview import build_preview, write_preview
-from tests.conftest import ROOT, SAMPLE_POST
+from tests.conftest import ARTIFACTS, SAMPLE_POST
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 TITLE = "2026年2月第一周AI与科技动态周报"
 SCREEN_HEIGHT = 800
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Callable[[], Browser]]:
-    """Chromium, launched once for the module, on first use inside a test.
-
-    Launching from the test body makes a missing browser a test failure (not a setup error
-    or a skip): the browser checks are part of `make test`.
-    """
-    with sync_playwright() as playwright:
-        launched: list[Browser] = []
-
-        def get() -> Browser:
-            if not launched:
-                if not CHROMIUM.is_file():
-                    pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install it")
-                launched.append(
-                    playwright.chromium.launch(
-                        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-                    )
-                )
-            return launched[0]
-
-        yield get
-        for launched_browser in launched:
-            launched_browser.close()
 
 
 @pytest.fixture

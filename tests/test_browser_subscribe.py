@@ -13,57 +13,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings
 from subscribers import store
 from subscribers.models import Status
-from tests.conftest import ROOT
+from tests.conftest import ARTIFACTS
 from tests.live_server import LiveServer, confirm_link, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 WIDTH, HEIGHT = 375, 800
 # Long, but real: university and company addresses often are.
 ADDRESS = "alexandra.konstantinopoulou@physics.ox.ac.uk"
 # SQLite is enough here: the HTTP tests run every step on PostgreSQL too.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 CONSENT = "I agree to receive The Weekly by email and know that I can unsubscribe at any time."
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Callable[[], Browser]]:
-    """Chromium, launched once for the module on first use inside a test.
-
-    Launching from the test body makes a missing browser a test failure, not a skip.
-    """
-    with sync_playwright() as playwright:
-        launched: list[Browser] = []
-
-        def get() -> Browser:
-            if not launched:
-                if not CHROMIUM.is_file():
-                    pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install it")
-                launched.append(
-                    playwright.chromium.launch(
-                        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-                    )
-                )
-            return launched[0]
-
-        yield get
-        for launched_browser in launched:
-            launched_browser.close()
 
 
 @pytest.fixture
