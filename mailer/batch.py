@@ -216,25 +216,33 @@ def _record(
     by_key = {o.key: o for o in outcomes}
     now = utcnow()
     counts = {"sent": 0, "failed": 0, "unknown": 0}
-    updates, untried = [], []
+    # Rows with the same outcome (a SendGrid batch: all sent, one message id) are written
+    # by one statement; rows with outcomes of their own (SMTP, outbox), by primary key.
+    same: dict[tuple[str, str, str], list[int]] = {}
+    untried = []
     for c in claimed:
         outcome = by_key.get(_key(campaign_id, c.delivery_id))
         if outcome is None:
             untried.append(c.delivery_id)
             continue
         counts[outcome.status] += 1
-        updates.append(
-            {
-                "id": c.delivery_id,
-                "status": outcome.status,
-                "sent_at": now if outcome.status == "sent" else None,
-                "provider_id": outcome.provider_id[:200],
-                "error": outcome.error[:2000],
-            }
-        )
+        written = (outcome.status, outcome.provider_id[:200], outcome.error[:2000])
+        same.setdefault(written, []).append(c.delivery_id)
+    singles = []
     with rt.sessions.begin() as session:
-        if updates:
-            session.execute(update(Delivery), updates)  # ORM bulk update by primary key
+        for (status, provider_id, error), ids in same.items():
+            values = {
+                "status": status,
+                "sent_at": now if status == "sent" else None,
+                "provider_id": provider_id,
+                "error": error,
+            }
+            if len(ids) == 1:
+                singles.append({"id": ids[0], **values})
+            else:
+                session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
+        if singles:
+            session.execute(update(Delivery), singles)  # ORM bulk update by primary key
     if untried:
         _release(rt, untried)
     return BatchResult(
@@ -277,22 +285,29 @@ def _finish(rt: Runtime, campaign_id: int) -> None:
 
 
 def finish_if_done(session: Session, campaign_id: int) -> bool:
-    """Mark a sending campaign sent once no row is queued or in flight."""
-    campaign = session.get(Campaign, campaign_id, with_for_update=True)
-    if campaign is None or campaign.status != CampaignState.SENDING:
+    """Mark a sending campaign sent once no row is queued or in flight.
+
+    Called after every batch, so the usual answer ("rows are still open") comes from an
+    unlocked EXISTS on a partial index; the campaign row is locked, and the question
+    asked again, only when it looks finished.
+    """
+    if _has_open_rows(session, campaign_id):
         return False
-    open_rows = session.scalar(
-        select(func.count())
-        .select_from(Delivery)
-        .where(
-            Delivery.campaign_id == campaign_id,
-            Delivery.status.in_((DeliveryState.QUEUED, DeliveryState.SENDING)),
-        )
-    )
-    if open_rows:
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None or campaign.status != CampaignState.SENDING or not campaign.filled:
+        return False
+    if _has_open_rows(session, campaign_id):
         return False
     transition(campaign, CampaignState.SENT)
     return True
+
+
+def _has_open_rows(session: Session, campaign_id: int) -> bool:
+    open_row = exists().where(
+        Delivery.campaign_id == campaign_id,
+        Delivery.status.in_((DeliveryState.QUEUED, DeliveryState.SENDING)),
+    )
+    return bool(session.scalar(select(open_row)))
 
 
 def reap(rt: Runtime) -> dict[int, set[int]]:

@@ -39,7 +39,7 @@ __all__ = [
     "Delivery",
     "DeliveryState",
     "IllegalTransition",
-    "fill_ledger",
+    "fill_chunk",
     "transition",
 ]
 
@@ -109,6 +109,8 @@ class Campaign(Base):
     batch_size: Mapped[int] = mapped_column(Integer, default=BATCH_SIZE)
     # Open pixel and click redirects in this campaign's mail (off: neither).
     tracking: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The ledger holds the whole audience (it is filled a chunk at a time, while sending).
+    filled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
     batches: Mapped[int] = mapped_column(Integer, default=0)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
@@ -128,6 +130,13 @@ class Delivery(Base):
         UniqueConstraint("campaign_id", "subscriber_id"),
         # The claim: the queued rows of one batch of one campaign.
         Index("ix_deliveries_campaign_id_batch_status", "campaign_id", "batch", "status"),
+        # "Is anything of this campaign still open?", asked after every batch.
+        Index(
+            "ix_deliveries_open",
+            "campaign_id",
+            sqlite_where=text("status IN ('queued', 'sending')"),
+            postgresql_where=text("status IN ('queued', 'sending')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -155,36 +164,59 @@ def transition(campaign: Campaign, to: CampaignState) -> None:
         campaign.finished_at = now
 
 
-# Every confirmed, not suppressed subscriber, numbered into batches in id order, in one
-# statement: no Python loop over subscribers, and a repeated fill adds nothing. Readers
-# an earlier (cancelled) campaign of the same post reached, or may have, are left out.
-_FILL = text(
+# The next chunk of the audience: confirmed, not suppressed subscribers after the last
+# one queued, numbered into batches in id order; one statement, no Python loop over
+# subscribers. Readers an earlier (cancelled) campaign of the same post reached, or may
+# have, are left out.
+_FILL_CHUNK = text(
     """
     INSERT INTO deliveries (campaign_id, subscriber_id, batch, status, attempts, provider_id, error)
-    SELECT :campaign_id, s.id, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :batch_size,
+    SELECT :campaign_id, t.id, :first_batch + (ROW_NUMBER() OVER (ORDER BY t.id) - 1) / :batch_size,
            'queued', 0, '', ''
-    FROM subscribers s
-    WHERE s.status = 'confirmed'
-      AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
-      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :campaign_id)
-      AND NOT EXISTS (
-        SELECT 1 FROM deliveries e JOIN campaigns c ON c.id = e.campaign_id
-        WHERE c.slug = :slug AND e.subscriber_id = s.id
-          AND e.status IN ('sent', 'sending', 'unknown'))
+    FROM (
+      SELECT s.id FROM subscribers s
+      WHERE s.id > :after AND s.status = 'confirmed'
+        AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND NOT EXISTS (
+          SELECT 1 FROM deliveries e JOIN campaigns c ON c.id = e.campaign_id
+          WHERE c.slug = :slug AND e.subscriber_id = s.id
+            AND e.status IN ('sent', 'sending', 'unknown'))
+      ORDER BY s.id
+      LIMIT :chunk
+    ) t
     """
 )
+# Batches queued per chunk: sending starts after the first chunk, not after the last.
+CHUNK_BATCHES = 100
 
 
-def fill_ledger(session: Session, campaign: Campaign) -> int:
-    """Queue the campaign's audience; returns how many recipients it has."""
-    params = {"campaign_id": campaign.id, "batch_size": campaign.batch_size, "slug": campaign.slug}
-    session.execute(_FILL, params)
-    count, batches = session.execute(
+def fill_chunk(session: Session, campaign: Campaign) -> range:
+    """Queue the next chunk of the campaign's audience; returns the batches it added.
+
+    It continues from the ledger itself (the highest subscriber id and batch queued so
+    far), so an interrupted fill picks up where it stopped; the chunk that comes back
+    short marks the ledger complete. Call it with the campaign row locked.
+    """
+    after, first_batch, recipients = session.execute(
         text(
-            "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries "
-            "WHERE campaign_id = :campaign_id"
+            "SELECT COALESCE(MAX(subscriber_id), 0), COALESCE(MAX(batch) + 1, 0), COUNT(*) "
+            "FROM deliveries WHERE campaign_id = :campaign_id"
         ),
         {"campaign_id": campaign.id},
     ).one()
-    campaign.recipients, campaign.batches = count, batches
-    return count
+    chunk = campaign.batch_size * CHUNK_BATCHES
+    added = session.execute(
+        _FILL_CHUNK,
+        {
+            "campaign_id": campaign.id,
+            "slug": campaign.slug,
+            "after": after,
+            "first_batch": first_batch,
+            "batch_size": campaign.batch_size,
+            "chunk": chunk,
+        },
+    ).rowcount
+    campaign.recipients = recipients + added
+    campaign.batches = first_batch + -(-added // campaign.batch_size)
+    campaign.filled = added < chunk
+    return range(first_batch, campaign.batches)

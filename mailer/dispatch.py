@@ -26,7 +26,7 @@ from mailer.campaign import (
     Delivery,
     DeliveryState,
     IllegalTransition,
-    fill_ledger,
+    fill_chunk,
     transition,
 )
 from mailer.edition import Edition
@@ -175,8 +175,8 @@ def create_campaign(
 
 def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = None) -> bool:
     """Start a draft or scheduled campaign now (or schedule it for ``at``); False if it was
-    started already. The ledger is filled in the same transaction as the state change and
-    batches are enqueued only after it commits."""
+    started already. The ledger is then filled a chunk at a time, each chunk's batches
+    enqueued once it commits, so sending starts while the rest is still being queued."""
     startable = (Campaign.id == campaign_id) & Campaign.status.in_(
         (CampaignState.DRAFT, CampaignState.SCHEDULED)
     )
@@ -190,15 +190,28 @@ def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = 
             values = {"status": CampaignState.SENDING, "started_at": utcnow()}
         if not session.execute(update(Campaign).where(startable).values(**values)).rowcount:
             return False
-        campaign = session.get(Campaign, campaign_id, populate_existing=True)
-        if campaign.status == CampaignState.SCHEDULED:
-            return True
-        fill_ledger(session, campaign)
-        batches = campaign.batches
-        if not batches:
-            finish_if_done(session, campaign_id)
-    queue.enqueue(campaign_id, range(batches))
+        scheduled = values["status"] == CampaignState.SCHEDULED
+    if not scheduled:
+        fill(rt, campaign_id, queue)
     return True
+
+
+def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
+    """Queue the rest of a sending campaign's audience, a chunk per transaction.
+
+    Safe to call again, or from two places at once: each chunk continues from the ledger
+    under the campaign's row lock. A paused or cancelled campaign stops filling; resume
+    and the sweep call this again.
+    """
+    while True:
+        with rt.sessions.begin() as session:
+            campaign = _locked(session, campaign_id)
+            if campaign.filled or campaign.status != CampaignState.SENDING:
+                return
+            batches = fill_chunk(session, campaign)
+            if campaign.filled:
+                finish_if_done(session, campaign_id)
+        queue.enqueue(campaign_id, batches)
 
 
 def start_due(rt: Runtime, queue: Queue) -> list[int]:
@@ -234,6 +247,7 @@ def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
         batches = _open_batches(session, campaign_id)
         finish_if_done(session, campaign_id)
     queue.enqueue(campaign_id, batches)
+    fill(rt, campaign_id, queue)
     return progress(rt, campaign_id).queued
 
 
@@ -260,11 +274,10 @@ def sweep(rt: Runtime, queue: Queue, quiet_seconds: float) -> None:
             if (last_claim or started_at or cutoff) <= cutoff:
                 stalled[campaign_id] = _open_batches(session, campaign_id)
     for campaign_id, batches in stalled.items():
-        if batches:
-            queue.enqueue(campaign_id, batches)
-        else:
-            with rt.sessions.begin() as session:
-                finish_if_done(session, campaign_id)
+        queue.enqueue(campaign_id, batches)
+        fill(rt, campaign_id, queue)  # a fill its process did not finish
+        with rt.sessions.begin() as session:
+            finish_if_done(session, campaign_id)
 
 
 @dataclass(frozen=True)

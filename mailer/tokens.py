@@ -34,10 +34,15 @@ class Signer:
             raise TokenError("no signing secret: set MAILER_SECRET_KEYS")
         # itsdangerous signs with the last key and tries them all when verifying.
         self._keys = list(reversed(secrets))
-        # BLAKE2b keys (64 bytes at most) derived from the secrets, newest first.
-        self._mac_keys = [
-            hashlib.blake2b(s.encode(), person=b"mailer-mac").digest() for s in secrets
-        ]
+        # Keyed BLAKE2b states, one per secret (newest first) and purpose, built once:
+        # copying a keyed state is twice as fast as keying a new one for every token.
+        keys = [hashlib.blake2b(s.encode(), person=b"mailer-mac").digest() for s in secrets]
+        self._macs = {
+            purpose: [
+                hashlib.blake2b(key=key, person=purpose.encode(), digest_size=12) for key in keys
+            ]
+            for purpose in Purpose
+        }
         self._serializers: dict[Purpose, URLSafeTimedSerializer] = {}
 
     def sign(self, purpose: Purpose, payload: Any) -> str:
@@ -59,8 +64,8 @@ class Signer:
         so it is a bare keyed-BLAKE2b MAC, without the JSON and timestamp of ``sign``,
         about thirty times faster; these links do not expire.
         """
-        body = ".".join(str(i) for i in ids)
-        return f"{body}.{self._mac(self._mac_keys[0], purpose, body)}"
+        body = ".".join(map(str, ids))
+        return f"{body}.{_mac(self._macs[purpose][0], body)}"
 
     def verify_ids(self, purpose: Purpose, token: str, count: int) -> tuple[int, ...]:
         """The ``count`` ids of a genuine ``sign_ids`` token; otherwise ``TokenError``."""
@@ -68,17 +73,18 @@ class Signer:
         parts = body.split(".")
         if len(parts) != count or not all(p.isdigit() and len(p) < 19 for p in parts):
             raise TokenError(f"the {purpose} link is not valid")
-        for key in self._mac_keys:
-            if hmac.compare_digest(self._mac(key, purpose, body).encode(), mac.encode()):
+        for keyed in self._macs[purpose]:
+            if hmac.compare_digest(_mac(keyed, body).encode(), mac.encode()):
                 return tuple(int(p) for p in parts)
         raise TokenError(f"the {purpose} link is not valid")
-
-    @staticmethod
-    def _mac(key: bytes, purpose: Purpose, body: str) -> str:
-        mac = hashlib.blake2b(body.encode(), key=key, person=purpose.encode(), digest_size=12)
-        return base64.urlsafe_b64encode(mac.digest()).decode()
 
     def _serializer(self, purpose: Purpose) -> URLSafeTimedSerializer:
         if purpose not in self._serializers:
             self._serializers[purpose] = URLSafeTimedSerializer(self._keys, salt=str(purpose))
         return self._serializers[purpose]
+
+
+def _mac(keyed: Any, body: str) -> str:
+    state = keyed.copy()
+    state.update(body.encode())
+    return base64.urlsafe_b64encode(state.digest()).decode()
