@@ -12,12 +12,17 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.campaign import Campaign, CampaignState, Delivery, DeliveryState, transition
 from mailer.delivery import Outcome
-from mailer.errors import PermanentDeliveryError, TransientDeliveryError, UncertainDeliveryError
+from mailer.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
 from mailer.events import settle_unknown
 from mailer.message import Batch, Envelope, Sender
 from mailer.runtime import Runtime
@@ -25,7 +30,7 @@ from mailer.tokens import Purpose
 from mailer.tracking import link_table, track, tracking_substitutions
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
-__all__ = ["BatchResult", "finish_if_done", "reap", "send_batch"]
+__all__ = ["BatchResult", "finish_if_done", "pause_with_error", "reap", "send_batch"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,17 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     if not waiting:
         _finish(rt, campaign_id)  # a repeated task may be the last word on this campaign
         return BatchResult()
+    try:
+        backend = rt.backend  # built before anything is claimed: a bad setting claims nothing
+    except ConfigError as exc:
+        pause_with_error(rt, campaign_id, str(exc))
+        return BatchResult(error=str(exc))
     rt.send_rate.take(waiting)  # before the claim, so claimed rows go out at once
 
     with rt.sessions.begin() as session:
-        campaign = session.get(Campaign, campaign_id)
+        # Shared lock: a cancel waits for this claim to commit, so a new campaign of the
+        # same post sees these rows as in flight and leaves their readers out.
+        campaign = session.get(Campaign, campaign_id, with_for_update={"read": True})
         if campaign is None or campaign.status != CampaignState.SENDING:
             return BatchResult()  # paused or cancelled: the rows wait in the queue
         claimed, skipped = _claim(session, campaign_id, batch)
@@ -72,7 +84,11 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         return BatchResult(skipped=skipped)
 
     try:
-        outcomes = rt.backend.send(outgoing)
+        outcomes = backend.send(outgoing)
+    except ConfigError as exc:  # refused credentials: nothing went out, nothing will
+        _release(rt, [c.delivery_id for c in claimed])
+        pause_with_error(rt, campaign_id, str(exc))
+        return BatchResult(skipped=skipped, error=str(exc))
     except TransientDeliveryError as exc:
         _release(rt, [c.delivery_id for c in claimed])
         return BatchResult(
@@ -238,11 +254,11 @@ def _record(
                 "error": error,
             }
             if len(ids) == 1:
-                singles.append({"id": ids[0], **values})
+                singles.append({"row_id": ids[0], **values})
             else:
                 session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
-        if singles:
-            session.execute(update(Delivery), singles)  # ORM bulk update by primary key
+        if singles:  # by primary key; a row erased meanwhile is simply not there to update
+            session.connection().execute(_UPDATE_ONE, singles)
     if untried:
         _release(rt, untried)
     return BatchResult(
@@ -254,6 +270,19 @@ def _record(
     )
 
 
+_table = Delivery.__table__
+_UPDATE_ONE = (
+    update(_table)
+    .where(_table.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("status"),
+        sent_at=bindparam("sent_at"),
+        provider_id=bindparam("provider_id"),
+        error=bindparam("error"),
+    )
+)
+
+
 def _release(rt: Runtime, delivery_ids: list[int]) -> None:
     """Give claimed rows back to the queue: nothing went out for them."""
     with rt.sessions.begin() as session:
@@ -262,6 +291,15 @@ def _release(rt: Runtime, delivery_ids: list[int]) -> None:
             .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryState.SENDING)
             .values(status=DeliveryState.QUEUED, claimed_at=None)
         )
+
+
+def pause_with_error(rt: Runtime, campaign_id: int, error: str) -> None:
+    """Stop a campaign for the operator, saying why (its rows stay queued for a resume)."""
+    with rt.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign is not None and campaign.status == CampaignState.SENDING:
+            campaign.last_error = error[:2000]
+            transition(campaign, CampaignState.PAUSED)
 
 
 def _count_error(rt: Runtime, campaign_id: int, error: str) -> None:

@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailer.batch import BatchResult, finish_if_done, reap, send_batch
+from mailer.batch import BatchResult, finish_if_done, pause_with_error, reap, send_batch
 from mailer.campaign import (
     Campaign,
     CampaignState,
@@ -119,11 +119,7 @@ def run_batch_with_retries(
 
 def give_up(rt: Runtime, campaign_id: int, batch: int, error: str) -> None:
     """Out of retries: pause the campaign (its rows stay queued) for the operator to resume."""
-    with rt.sessions.begin() as session:
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
-        if campaign is not None and campaign.status == CampaignState.SENDING:
-            campaign.last_error = f"batch {batch} gave up after retries: {error}"[:2000]
-            transition(campaign, CampaignState.PAUSED)
+    pause_with_error(rt, campaign_id, f"batch {batch} gave up after retries: {error}")
 
 
 def make_queue(rt: Runtime, on_batch: Callable[[BatchResult], None] | None = None) -> Queue:

@@ -62,8 +62,6 @@ class Batch:
     category: str = ""
     # Where list unsubscribe requests by email go; empty leaves the mailto out.
     unsubscribe_mailto: str = ""
-    reply_to: str = ""
-    extra_headers: dict[str, str] = field(default_factory=dict)
 
     def personalize(self, envelope: Envelope) -> tuple[str, str]:
         """The HTML and text this envelope's reader gets."""
@@ -95,13 +93,12 @@ def to_mime(batch: Batch, envelope: Envelope) -> EmailMessage:
     html, text = batch.personalize(envelope)
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = Address(batch.sender.name, addr_spec=batch.sender.email)
-    message["To"] = Address(envelope.name, addr_spec=envelope.email)
+    # A display name with a line break (typed into a form, say) would break the header.
+    message["To"] = Address(" ".join(envelope.name.split()), addr_spec=envelope.email)
     message["Subject"] = batch.subject
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = batch.message_id(envelope)
-    if batch.reply_to:
-        message["Reply-To"] = batch.reply_to
-    for name, value in {**list_headers(batch, envelope), **batch.extra_headers}.items():
+    for name, value in list_headers(batch, envelope).items():
         message[name] = value
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")

@@ -132,7 +132,7 @@ def _rows(
             if problems is not None:
                 problems.writerow([line, reason])
             continue
-        name = (record[columns["name"]] or "").strip() if "name" in columns else ""
+        name = " ".join((record[columns["name"]] or "").split()) if "name" in columns else ""
         row_tags = list(tags)
         if "tags" in columns:
             row_tags += [t.strip() for t in (record[columns["tags"]] or "").split(";") if t.strip()]

@@ -94,7 +94,7 @@ def add(
     subscriber = Subscriber(
         email=email,
         email_hash=address_hash(email),
-        name=name.strip(),
+        name=" ".join(name.split())[:200],  # no line breaks: names go into mail headers
         status=status,
         tags=list(tags),
         source=consent.source,

@@ -1,12 +1,12 @@
 """Delivery backends: one module each, one small protocol.
 
-A backend takes a ``Batch`` and delivers its envelopes, returning an ``Outcome``
-per envelope, in order. A shorter list means it stopped early: the envelopes
-without an outcome were not attempted and go back to the queue. A failure of the
-whole batch is raised as a ``TransientDeliveryError`` (nothing went out; try again
-later), an ``UncertainDeliveryError`` (it may have gone out) or a
-``PermanentDeliveryError`` (trying again will not help), so retry logic keys on
-the type alone.
+A backend takes a ``Batch`` and delivers its envelopes, returning an ``Outcome`` per
+envelope it attempted. An envelope without an outcome was not sent (the backend
+stopped early, or the server said "later" for that reader) and goes back to the
+queue. A failure of the whole batch is raised as a ``TransientDeliveryError``
+(nothing went out; try again later), an ``UncertainDeliveryError`` (it may have gone
+out), a ``PermanentDeliveryError`` (trying again will not help) or a ``ConfigError``
+(credentials refused: the campaign pauses), so retry logic keys on the type alone.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ matched back to the ledger.
 
 from __future__ import annotations
 
-import socket
+import http.client
+import re
 import time
 import urllib.error
 from email.utils import parsedate_to_datetime
@@ -29,6 +30,7 @@ from mailer.message import Batch, list_headers
 __all__ = ["SendGridBackend", "build_request"]
 
 MAX_PERSONALIZATIONS = 1000
+_NOT_IN_NAMES = re.compile(r"[,;\r\n]+")
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -39,8 +41,9 @@ def build_request(batch: Batch) -> dict[str, Any]:
     personalizations = []
     for envelope in batch.envelopes:
         to = {"email": envelope.email}
-        if envelope.name:
-            to["name"] = envelope.name
+        name = _NOT_IN_NAMES.sub(" ", envelope.name).strip()
+        if name:  # SendGrid drops a recipient whose name has a comma or a semicolon
+            to["name"] = name
         personalization: dict[str, Any] = {
             "to": [to],
             "custom_args": {"delivery": envelope.key},
@@ -71,10 +74,6 @@ def build_request(batch: Batch) -> dict[str, Any]:
     }
     if batch.category:
         body["categories"] = [batch.category[:255]]
-    if batch.reply_to:
-        body["reply_to"] = {"email": batch.reply_to}
-    if batch.extra_headers:
-        body["headers"] = dict(batch.extra_headers)
     return body
 
 
@@ -92,14 +91,12 @@ class SendGridBackend:
             response = self.client.send(build_request(batch))
         except http_errors.HTTPError as exc:
             raise _translate(exc) from exc
-        except TimeoutError as exc:
-            raise UncertainDeliveryError(f"SendGrid did not answer in time: {exc}") from exc
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise UncertainDeliveryError(f"SendGrid did not answer in time: {exc}") from exc
+            # urllib wraps only what fails while the request is being sent: not accepted.
             raise TransientDeliveryError(f"cannot reach SendGrid: {exc.reason}") from exc
-        except ConnectionError as exc:
-            raise TransientDeliveryError(f"cannot reach SendGrid: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            # The request went out whole; the answer did not come back. It may be sent.
+            raise UncertainDeliveryError(f"no answer from SendGrid: {exc!r}") from exc
         message_id = (response.headers or {}).get("X-Message-Id", "")
         return [Outcome(e.key, "sent", provider_id=message_id) for e in batch.envelopes]
 
@@ -108,6 +105,8 @@ def _translate(exc: http_errors.HTTPError) -> Exception:
     status = exc.status_code
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
     message = f"SendGrid answered {status}: {body[:500]}"
+    if status in (401, 403):
+        return ConfigError(f"{message}: check MAILER_SENDGRID_API_KEY and its permissions")
     if status in _TRANSIENT_STATUS:
         return TransientDeliveryError(message, retry_after=_retry_after(exc.headers))
     return PermanentDeliveryError(message)

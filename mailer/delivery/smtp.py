@@ -3,8 +3,9 @@
 Each reader gets the same message an outbox file holds (multipart/alternative,
 text first, list headers, a stable Message-ID), DKIM-signed with ``dkimpy`` when a
 key is configured. A recipient the server refuses fails alone; losing the
-connection mid-batch, or a "try later" answer, ends the batch early: what went out
-is recorded, a message in flight is ``unknown``, the rest go back to the queue.
+connection mid-batch, or a "try later" answer to the message, ends the batch early:
+what went out is recorded, a message in flight is ``unknown``, the rest go back to the
+queue. A reader refused for now (greylisting, a full mailbox) goes back alone.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class SmtpBackend:
                     smtp.sendmail(batch.sender.email, [envelope.email], message)
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = exc.recipients.get(envelope.email, (550, b""))
-                    if 400 <= code < 500:  # greylisted or over quota: this one and the rest later
-                        return outcomes
+                    if 400 <= code < 500:  # greylisted or over quota: this reader later
+                        continue
                     outcomes.append(Outcome(envelope.key, "failed", error=_reason((code, text))))
                 except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
                     if 400 <= exc.smtp_code < 500:  # "try later": this one and the rest
