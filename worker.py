@@ -108,7 +108,9 @@ def start_due_campaigns() -> list[int]:
 
 @app.task(name="mailer.sweep")
 def sweep() -> None:
-    dispatch.sweep(runtime(), queue(), quiet_seconds=settings.sweep_seconds)
+    # A batch waiting for rate tokens or backing off is quiet but alive: only a campaign
+    # quiet for as long as a claim may live has lost its batches.
+    dispatch.sweep(runtime(), queue(), quiet_seconds=settings.stale_claim_seconds)
 
 
 @app.task(name="mailer.send_scheduled_posts")

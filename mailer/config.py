@@ -56,10 +56,10 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 def _clock_time(value: str) -> str:
     try:
-        dt.time.fromisoformat(value)
+        moment = dt.time.fromisoformat(value)
     except ValueError as exc:
         raise ValueError("must be a time of day such as 09:00") from exc
-    return value
+    return f"{moment:%H:%M}"
 
 
 def _timezone(value: str) -> str:
@@ -187,6 +187,16 @@ class Settings(BaseSettings):
         if urlsplit(self.public_url).hostname in ("127.0.0.1", "localhost", "::1"):
             unsafe.append("MAILER_PUBLIC_URL")
         return unsafe
+
+    @model_validator(mode="after")
+    def _batch_fits_the_rate(self) -> Settings:
+        # A batch waits for its tokens inside one task, which a worker kills after 600 s.
+        if self.send_rate and self.batch_size / self.send_rate > 300:
+            raise ValueError(
+                f"a batch of {self.batch_size} at {self.send_rate}/s waits too long: "
+                "lower MAILER_BATCH_SIZE or raise MAILER_SEND_RATE"
+            )
+        return self
 
     @model_validator(mode="after")
     def _font_needs_family(self) -> Settings:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer.batch import BatchResult, finish_if_done, pause_with_error, reap, send_batch
@@ -166,6 +166,18 @@ def create_campaign(
         )
     if existing is None:
         raise MailerError(f"cannot create a campaign for {edition.slug}")
+    if existing.status == CampaignState.DRAFT:  # never started: take the post as it is now
+        with rt.sessions.begin() as session:
+            existing = _locked(session, existing.id)
+            if existing.status == CampaignState.DRAFT:
+                existing.edition = edition.to_dict()
+                existing.subject = edition.subject
+                existing.tracking = campaign.tracking
+                session.execute(delete(CampaignLink).where(CampaignLink.campaign_id == existing.id))
+                session.add_all(
+                    CampaignLink(campaign_id=existing.id, position=position, url=url)
+                    for position, url in enumerate(link_table(edition))
+                )
     return existing, False
 
 

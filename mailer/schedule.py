@@ -25,6 +25,11 @@ log = logging.getLogger("mailer.schedule")
 
 def due_posts(posts_dir: Path, today: dt.date) -> list[Post]:
     """The posts in ``posts_dir`` scheduled for ``today``; a broken post is logged, not fatal."""
+    if not posts_dir.is_dir():
+        log.error(
+            "MAILER_POSTS_DIR=%s is not a folder here: no post can be sent", posts_dir.resolve()
+        )
+        return []
     due = []
     for path in sorted(posts_dir.glob("*.md")):
         try:
@@ -41,17 +46,28 @@ def due_posts(posts_dir: Path, today: dt.date) -> list[Post]:
 
 
 def send_scheduled_posts(rt: Runtime, queue: Queue, today: dt.date) -> list[str]:
-    """Start every post due today that has no campaign yet; returns the slugs started."""
+    """Start every post due today that has no campaign yet; returns the slugs started.
+
+    A post the linter finds errors in is not sent (as `mailer send` would not without
+    --force); one post failing does not stop the others.
+    """
     renderer = Renderer(rt.settings)
     started = []
     for post in due_posts(rt.settings.posts_dir, today):
-        edition = renderer.render(post)
-        for finding in lint(edition, rt.settings):
-            log.warning("%s: %s", post.path, finding)
-        campaign, _new = create_campaign(rt, edition, post.path)
-        if start(rt, campaign.id, queue):
-            log.info("started campaign %s for %s", campaign.id, post.path)
-            started.append(post.slug)
-        else:
-            log.info("%s has campaign %s already (%s)", post.path, campaign.id, campaign.status)
+        try:
+            edition = renderer.render(post)
+            findings = lint(edition, rt.settings)
+            for finding in findings:
+                log.warning("%s: %s", post.path, finding)
+            if any(f.severity == "error" for f in findings):
+                log.error("%s has lint errors: not sent; fix it and run `mailer send`", post.path)
+                continue
+            campaign, _new = create_campaign(rt, edition, post.path)
+            if start(rt, campaign.id, queue):
+                log.info("started campaign %s for %s", campaign.id, post.path)
+                started.append(post.slug)
+            else:
+                log.info("%s has campaign %s already (%s)", post.path, campaign.id, campaign.status)
+        except MailerError as exc:
+            log.error("%s: not sent: %s", post.path, exc)
     return started

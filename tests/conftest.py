@@ -45,7 +45,11 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings() -> Settings:
-    return load_settings(site_url="https://blog.example.org", public_url="https://mail.example.org")
+    return load_settings(
+        site_url="https://blog.example.org",
+        public_url="https://mail.example.org",
+        secret_keys=["a-test-secret-nobody-else-knows"],
+    )
 
 
 @pytest.fixture

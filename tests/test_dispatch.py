@@ -239,6 +239,8 @@ def test_create_campaign_freezes_the_edition(rt: Runtime, tmp_path: Path) -> Non
     original = edition_from(rt, path)
     campaign, new = create_campaign(rt, original, path)
     assert new and campaign.status == CampaignState.DRAFT
+    # Scheduled, so started: from here on the edition is frozen.
+    assert start(rt, campaign.id, inline(rt)[0], at=utcnow() + dt.timedelta(days=1))
 
     path.write_text(
         POST.replace("The pipeline weekly", "A rewritten title").replace(
@@ -981,3 +983,14 @@ def test_progress_counts_every_state(rt: Runtime, tmp_path: Path) -> None:
     p = progress(rt, campaign_id)
     assert (p.sent, p.skipped, p.unknown, p.sending, p.queued, p.failed) == (6, 1, 7, 6, 0, 0)
     assert p.done == 14 and p.recipients == 20 and p.status == "sending"
+
+
+def test_a_draft_never_started_takes_the_post_as_it_is_now(rt: Runtime, tmp_path: Path) -> None:
+    path = post_file(tmp_path)
+    campaign, _ = create_campaign(rt, edition_from(rt, path), path)  # then the send stopped
+    path.write_text(POST.replace("The pipeline weekly", "A rewritten title"), "utf-8")
+    again, new = create_campaign(rt, edition_from(rt, path), path)
+    assert not new and again.id == campaign.id
+    with rt.sessions() as session:
+        stored = session.get(Campaign, campaign.id)
+        assert stored is not None and stored.frozen_edition().subject == "A rewritten title"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,7 @@ from sqlalchemy import exists, func, select
 
 from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
-from mailer.dispatch import create_campaign, make_queue, progress, start
+from mailer.dispatch import create_campaign, make_queue, progress, start, sweep
 from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
 from mailer.lint import lint
@@ -76,26 +77,31 @@ def send(
         )
     at = _parse_when(when, settings.send_timezone) if when else None
     campaign, new = create_campaign(ctx, edition, post, tracking)
-    if not new and campaign.status != "draft":
+    inline = not settings.broker_url
+    interrupted = campaign.status == "sending" and inline
+    if not new and campaign.status != "draft" and not interrupted:
         moment = campaign.finished_at or campaign.started_at or campaign.created_at
         console.print(
             f"{post} has campaign {campaign.id} already ({campaign.status}, "
             f"{moment:%Y-%m-%d %H:%M} UTC): nothing to do; `mailer campaigns show {campaign.id}`."
         )
         return
-    if at is not None and at > utcnow() and not settings.broker_url:
+    if at is not None and at > utcnow() and inline:
         _wait_until(at)  # no beat without a broker: this process keeps the appointment
         at = None
-    bar = CampaignBar(edition.subject, 0) if not settings.broker_url else None
-    queue = make_queue(
-        ctx, on_batch=lambda _result: bar.show(progress(ctx, campaign.id)) if bar else None
-    )
-    if bar is not None:
-        with bar:
-            start(ctx, campaign.id, queue, at)
-            bar.show(progress(ctx, campaign.id))
+    if not inline:
+        start(ctx, campaign.id, make_queue(ctx), at)
     else:
-        start(ctx, campaign.id, queue, at)
+        with CampaignBar(edition.subject, 0) as bar:
+            queue = make_queue(
+                ctx, on_batch=_throttled(lambda: bar.show(progress(ctx, campaign.id)))
+            )
+            if interrupted:  # a `mailer send` stopped before it finished: go on with it
+                console.print(f"Going on with the interrupted send of campaign {campaign.id}.")
+                sweep(ctx, queue, quiet_seconds=0)
+            else:
+                start(ctx, campaign.id, queue, at)
+            bar.show(progress(ctx, campaign.id))
     state = progress(ctx, campaign.id)
     if state.status == "scheduled":
         console.print(f"Campaign {campaign.id} is scheduled for {at:%Y-%m-%d %H:%M} UTC.")
@@ -103,6 +109,19 @@ def send(
     if follow and settings.broker_url:
         follow_campaign(ctx, campaign.id, edition.subject)
     print_summary(ctx, campaign.id)
+
+
+def _throttled(show: Callable[[], None], every: float = 0.5) -> Callable[[object], None]:
+    """A progress callback that redraws at most every ``every`` seconds (counting is a query)."""
+    last = 0.0
+
+    def on_batch(_result: object) -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            show()
+
+    return on_batch
 
 
 def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
@@ -124,6 +143,12 @@ def print_summary(ctx: Context, campaign_id: int) -> None:
         f"still queued {p.queued + p.sending:,}; backend {ctx.settings.backend}"
         + (f" ({ctx.settings.outbox_dir}/)" if ctx.settings.backend == "outbox" else "")
     )
+    if p.sending:
+        console.print(
+            f"[yellow]{p.sending:,} were in flight when a sender stopped:[/] they become unknown "
+            f"after MAILER_STALE_CLAIM_SECONDS ({ctx.settings.stale_claim_seconds} s); run "
+            "`mailer send` again then, or `mailer campaigns reconcile`."
+        )
     if p.last_error:
         console.print(f"[yellow]last error:[/] {p.last_error}", markup=True)
 

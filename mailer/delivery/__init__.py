@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from mailer.config import Settings
+from mailer.config import LOCAL_DEFAULT_SECRET, Settings
+from mailer.errors import ConfigError
 from mailer.message import Batch
 
 __all__ = ["Backend", "Outcome", "make_backend"]
@@ -35,7 +36,13 @@ class Backend(Protocol):
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend ``MAILER_BACKEND`` names."""
+    """The backend ``MAILER_BACKEND`` names; a real one refuses the published local secret,
+    with which anyone could forge every reader's unsubscribe and tracking links."""
+    if settings.backend != "outbox" and LOCAL_DEFAULT_SECRET in settings.secret_keys:
+        raise ConfigError(
+            f"MAILER_SECRET_KEYS is the published local default: set a long random secret "
+            f"of your own before sending through {settings.backend}"
+        )
     if settings.backend == "sendgrid":
         from mailer.delivery.sendgrid import SendGridBackend
 

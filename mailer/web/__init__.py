@@ -21,6 +21,7 @@ from sqlalchemy import text
 from mailer.config import Settings
 from mailer.db import check_schema, make_engine, make_sessions
 from mailer.delivery import make_backend
+from mailer.errors import ConfigError
 from mailer.render import Renderer
 from mailer.tokens import Signer
 from mailer.web import archive, stats, subscribe, tracking, webhooks
@@ -36,6 +37,13 @@ log = logging.getLogger("mailer.web")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    if "MAILER_PUBLIC_URL" not in settings.unsafe_local_defaults() and (
+        "MAILER_SECRET_KEYS" in settings.unsafe_local_defaults()
+    ):
+        raise ConfigError(
+            f"MAILER_PUBLIC_URL is {settings.public_url} but MAILER_SECRET_KEYS is the published "
+            "local default: set a long random secret, or anyone can forge readers' links"
+        )
     engine = make_engine(settings.database_url)
     check_schema(engine)
     sessions = make_sessions(engine)
