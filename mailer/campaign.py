@@ -97,6 +97,7 @@ class Campaign(Base):
             sqlite_where=text("status != 'cancelled'"),
             postgresql_where=text("status != 'cancelled'"),
         ),
+        {"sqlite_autoincrement": True},  # ids are in links: never reuse one
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -137,6 +138,7 @@ class Delivery(Base):
             sqlite_where=text("status IN ('queued', 'sending')"),
             postgresql_where=text("status IN ('queued', 'sending')"),
         ),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -8,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailer.errors import InvalidAddress
 
-__all__ = ["address_hash", "normalize"]
+__all__ = ["address_hash", "lookup_hash", "normalize"]
 
 MAX_LENGTH = 254  # RFC 5321's limit on a forward path, less the angle brackets
 
@@ -32,3 +32,12 @@ def normalize(raw: str) -> str:
 def address_hash(email: str) -> str:
     """The identity of an address, the same for every capitalisation of it."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+def lookup_hash(typed: str) -> str:
+    """The identity of an address as someone typed it (``Bob@Bücher.de``): the stored form
+    is normalised, so look it up normalised; an invalid one is hashed as it is."""
+    try:
+        return address_hash(normalize(typed))
+    except InvalidAddress:
+        return address_hash(typed)

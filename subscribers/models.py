@@ -41,6 +41,8 @@ class SuppressionReason(enum.StrEnum):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Never reuse an id (SQLite would): old unsubscribe links name subscribers by id.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))

@@ -7,14 +7,16 @@ import, a form) takes it out again.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from subscribers.addresses import address_hash, normalize
+from subscribers.addresses import address_hash, lookup_hash, normalize
 from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason, utcnow
 
 __all__ = [
@@ -67,11 +69,11 @@ class Recipient:
 
 
 def find(session: Session, email: str) -> Subscriber | None:
-    return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(email)))
+    return session.scalar(select(Subscriber).where(Subscriber.email_hash == lookup_hash(email)))
 
 
 def suppression_of(session: Session, email: str) -> Suppression | None:
-    return session.get(Suppression, address_hash(email))
+    return session.get(Suppression, lookup_hash(email))
 
 
 def add(
@@ -193,6 +195,8 @@ def gdpr_export(session: Session, email: str) -> dict[str, Any]:
         "email": email,
         "subscriber": subscriber.to_dict() if subscriber is not None else None,
         "activity": activity,
+        "deliveries": _rows(session, _DELIVERIES, subscriber),
+        "events": _rows(session, _EVENTS, subscriber),
         "suppression": {
             "reason": suppression.reason,
             "since": suppression.created_at.isoformat(),
@@ -203,22 +207,54 @@ def gdpr_export(session: Session, email: str) -> dict[str, Any]:
     }
 
 
+# What the sending side holds about a subscriber: the editions they were sent, and what
+# their mail and their provider reported (opens, clicks, bounces, with user agents).
+_DELIVERIES = text(
+    "SELECT c.slug AS edition, d.status, d.sent_at FROM deliveries d "
+    "JOIN campaigns c ON c.id = d.campaign_id WHERE d.subscriber_id = :id ORDER BY d.id"
+)
+_EVENTS = text(
+    "SELECT e.kind, e.at, e.detail FROM events e JOIN deliveries d ON d.id = e.delivery_id "
+    "WHERE d.subscriber_id = :id ORDER BY e.id"
+)
+_SCRUB_EVENTS = text(
+    "UPDATE events SET detail = '{}' "
+    "WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscriber_id = :id)"
+)
+
+
+def _rows(session: Session, query: Any, subscriber: Subscriber | None) -> list[dict[str, Any]]:
+    if subscriber is None:
+        return []
+    rows = session.execute(query, {"id": subscriber.id}).mappings()
+    return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith("{"):  # JSON read back as text (SQLite)
+        return json.loads(value)
+    return value
+
+
 def erase(session: Session, email: str) -> bool:
     """Delete everything personal about an address, keeping only its hash as suppressed.
 
     The hash stops a later import from adding the address again by mistake.
     """
-    email_hash = address_hash(email)
+    email_hash = lookup_hash(email)
     subscriber = find(session, email)
     suppress(session, email_hash, SuppressionReason.ERASED, "erased on request")
     if subscriber is None:
         return False
-    session.delete(subscriber)  # its activity goes with it (ON DELETE CASCADE)
+    session.execute(_SCRUB_EVENTS, {"id": subscriber.id})  # providers' payloads name them
+    session.delete(subscriber)  # its activity and deliveries go with it (ON DELETE CASCADE)
     session.flush()
     return True
 
 
 def remove(session: Session, email: str) -> bool:
     """Delete a subscriber added by mistake; the suppression list is left as it is."""
-    result = session.execute(delete(Subscriber).where(Subscriber.email_hash == address_hash(email)))
+    result = session.execute(delete(Subscriber).where(Subscriber.email_hash == lookup_hash(email)))
     return bool(result.rowcount)

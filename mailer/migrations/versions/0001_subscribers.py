@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("consent_text", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_subscribers"),
         sa.UniqueConstraint("email_hash", name="uq_subscribers_email_hash"),
+        # Never reuse an id: old unsubscribe links name subscribers by id.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_subscribers_status", "subscribers", ["status"])
     op.create_table(

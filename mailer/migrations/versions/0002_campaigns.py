@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime(), nullable=True),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_campaigns"),
+        sqlite_autoincrement=True,  # ids are in tracking links: never reuse one
     )
     op.create_index(
         "uq_campaigns_slug_live",
@@ -73,6 +74,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "campaign_id", "subscriber_id", name="uq_deliveries_campaign_id_subscriber_id"
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_deliveries_campaign_id_batch_status", "deliveries", ["campaign_id", "batch", "status"]

@@ -15,9 +15,12 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# SQLite rebuilds the table to change it: keep its ids never reused.
+_KEEP_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("campaigns") as batch:
+    with op.batch_alter_table("campaigns", table_kwargs=_KEEP_AUTOINCREMENT) as batch:
         batch.add_column(
             sa.Column("tracking", sa.Boolean(), nullable=False, server_default=sa.true())
         )
@@ -62,5 +65,5 @@ def downgrade() -> None:
     op.drop_table("campaign_links")
     with op.batch_alter_table("subscribers") as batch:
         batch.drop_column("soft_bounces")
-    with op.batch_alter_table("campaigns") as batch:
+    with op.batch_alter_table("campaigns", table_kwargs=_KEEP_AUTOINCREMENT) as batch:
         batch.drop_column("tracking")

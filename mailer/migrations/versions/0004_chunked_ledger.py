@@ -13,11 +13,14 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+# SQLite rebuilds the table to change it: keep its ids never reused.
+_KEEP_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
 _OPEN = sa.text("status IN ('queued', 'sending')")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("campaigns") as batch:
+    with op.batch_alter_table("campaigns", table_kwargs=_KEEP_AUTOINCREMENT) as batch:
         batch.add_column(
             sa.Column("filled", sa.Boolean(), nullable=False, server_default=sa.true())
         )
@@ -32,5 +35,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_open", "deliveries")
-    with op.batch_alter_table("campaigns") as batch:
+    with op.batch_alter_table("campaigns", table_kwargs=_KEEP_AUTOINCREMENT) as batch:
         batch.drop_column("filled")
