@@ -17,9 +17,13 @@ from celery.schedules import crontab
 from mailer import dispatch, schedule
 from mailer.batch import send_batch
 from mailer.config import Settings, load_settings
+from mailer.errors import MailerError
 from mailer.runtime import Runtime
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except MailerError as exc:  # one line, as from the `mailer` command, not a traceback
+    raise SystemExit(f"error: {exc}") from None
 # The broker the worker consumes and the tasks it publishes (beat's) use: one address.
 BROKER_URL = settings.broker_url or "redis://127.0.0.1:6379/0"
 # A task that outlives this is delivered again by Redis: keep it well above task_time_limit.

@@ -27,7 +27,7 @@ from mailer.events import settle_unknown
 from mailer.message import Batch, Envelope, Sender
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose
-from mailer.tracking import link_table, track, tracking_substitutions
+from mailer.tracking import CampaignLink, track, tracking_substitutions
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
 __all__ = ["BatchResult", "finish_if_done", "pause_with_error", "reap", "send_batch"]
@@ -78,7 +78,7 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         if campaign is None or campaign.status != CampaignState.SENDING:
             return BatchResult()  # paused or cancelled: the rows wait in the queue
         claimed, skipped = _claim(session, campaign_id, batch)
-        outgoing = _batch(rt, campaign, claimed)
+        outgoing = _batch(rt, session, campaign, claimed)
     if not claimed:
         _finish(rt, campaign_id)
         return BatchResult(skipped=skipped)
@@ -181,13 +181,20 @@ class _Content:
 _contents: dict[tuple[int, dt.datetime], _Content] = {}
 
 
-def _content(rt: Runtime, campaign: Campaign) -> _Content:
+def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
     key = (campaign.id, campaign.created_at)
     if key not in _contents:
         edition = campaign.frozen_edition()
         html, text, links = edition.html, edition.text, 0
         if campaign.tracking:
-            table = link_table(edition)
+            # The link table the click redirects read: positions must agree with it.
+            table = list(
+                session.scalars(
+                    select(CampaignLink.url)
+                    .where(CampaignLink.campaign_id == campaign.id)
+                    .order_by(CampaignLink.position)
+                )
+            )
             html, text = track(edition, table, rt.settings.public_url)
             links = len(table)
         if len(_contents) > 16:
@@ -196,9 +203,9 @@ def _content(rt: Runtime, campaign: Campaign) -> _Content:
     return _contents[key]
 
 
-def _batch(rt: Runtime, campaign: Campaign, claimed: list[_Claimed]) -> Batch:
+def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Claimed]) -> Batch:
     settings = rt.settings
-    content = _content(rt, campaign)
+    content = _content(rt, session, campaign)
     view_url = f"{settings.public_url}/archive/{content.slug}"
     unsubscribe = f"{settings.public_url}/unsubscribe/"
     envelopes = tuple(
@@ -369,7 +376,7 @@ def reap(rt: Runtime) -> dict[int, set[int]]:
         session.execute(
             update(Delivery).where(Delivery.id.in_([s.id for s in stale])).values(**values)
         )
-        settle_unknown(session)  # the provider may have told us already
+        settle_unknown(session, delivery_ids=[s.id for s in stale])  # the provider may know
         touched = {s.campaign_id for s in stale}
         for campaign_id in touched:
             finish_if_done(session, campaign_id)

@@ -173,11 +173,15 @@ def transition(campaign: Campaign, to: CampaignState) -> None:
 _FILL_CHUNK = text(
     """
     INSERT INTO deliveries (campaign_id, subscriber_id, batch, status, attempts, provider_id, error)
-    SELECT :campaign_id, t.id, :first_batch + (ROW_NUMBER() OVER (ORDER BY t.id) - 1) / :batch_size,
+    SELECT :campaign_id, t.id,
+           (SELECT COALESCE(MAX(batch) + 1, 0) FROM deliveries WHERE campaign_id = :campaign_id)
+           + (ROW_NUMBER() OVER (ORDER BY t.id) - 1) / :batch_size,
            'queued', 0, '', ''
     FROM (
       SELECT s.id FROM subscribers s
-      WHERE s.id > :after AND s.status = 'confirmed'
+      WHERE s.status = 'confirmed'
+        AND s.id > (SELECT COALESCE(MAX(subscriber_id), 0) FROM deliveries
+                    WHERE campaign_id = :campaign_id)
         AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
         AND NOT EXISTS (
           SELECT 1 FROM deliveries e JOIN campaigns c ON c.id = e.campaign_id
@@ -196,29 +200,25 @@ def fill_chunk(session: Session, campaign: Campaign) -> range:
     """Queue the next chunk of the campaign's audience; returns the batches it added.
 
     It continues from the ledger itself (the highest subscriber id and batch queued so
-    far), so an interrupted fill picks up where it stopped; the chunk that comes back
-    short marks the ledger complete. Call it with the campaign row locked.
+    far, read by the INSERT itself, so two fillers at once cannot overlap), so an
+    interrupted fill picks up where it stopped; the chunk that comes back short marks the
+    ledger complete. Call it with the campaign row locked.
     """
-    after, first_batch, recipients = session.execute(
+    first_batch = campaign.batches
+    chunk = campaign.batch_size * CHUNK_BATCHES
+    params = {
+        "campaign_id": campaign.id,
+        "slug": campaign.slug,
+        "batch_size": campaign.batch_size,
+        "chunk": chunk,
+    }
+    added = session.execute(_FILL_CHUNK, params).rowcount
+    campaign.recipients, campaign.batches = session.execute(
         text(
-            "SELECT COALESCE(MAX(subscriber_id), 0), COALESCE(MAX(batch) + 1, 0), COUNT(*) "
-            "FROM deliveries WHERE campaign_id = :campaign_id"
+            "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries "
+            "WHERE campaign_id = :campaign_id"
         ),
         {"campaign_id": campaign.id},
     ).one()
-    chunk = campaign.batch_size * CHUNK_BATCHES
-    added = session.execute(
-        _FILL_CHUNK,
-        {
-            "campaign_id": campaign.id,
-            "slug": campaign.slug,
-            "after": after,
-            "first_batch": first_batch,
-            "batch_size": campaign.batch_size,
-            "chunk": chunk,
-        },
-    ).rowcount
-    campaign.recipients = recipients + added
-    campaign.batches = first_batch + -(-added // campaign.batch_size)
     campaign.filled = added < chunk
     return range(first_batch, campaign.batches)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -126,12 +126,30 @@ _LIST_CLEANING = {
 }
 
 
-def apply(session: Session, events: Iterable[Event], soft_bounce_limit: int) -> None:
+def apply(session: Session, events: Sequence[Event], soft_bounce_limit: int) -> None:
     """What events change: the list cleans itself, unknown deliveries get settled."""
+    accepted = []
     for event in events:
         if event.kind in _LIST_CLEANING:
             _clean_list(session, event, soft_bounce_limit)
-    settle_unknown(session)
+        elif event.kind in (EventKind.PROCESSED, EventKind.DELIVERED) and event.delivery_id:
+            accepted.append(event.delivery_id)
+    settle_unknown(session, delivery_ids=accepted)
+    _reset_soft_bounces(session, [e.delivery_id for e in events if e.kind == EventKind.DELIVERED])
+
+
+def _reset_soft_bounces(session: Session, delivery_ids: list[int | None]) -> None:
+    """A delivery shows the mailbox works again: its earlier soft bounces are forgiven."""
+    ids = [i for i in delivery_ids if i is not None]
+    if ids:
+        session.execute(
+            update(Subscriber)
+            .where(
+                Subscriber.soft_bounces > 0,
+                Subscriber.id.in_(select(Delivery.subscriber_id).where(Delivery.id.in_(ids))),
+            )
+            .values(soft_bounces=0)
+        )
 
 
 def _clean_list(session: Session, event: Event, soft_bounce_limit: int) -> None:
@@ -175,8 +193,11 @@ def _subscriber(session: Session, event: Event) -> Subscriber | None:
     return None
 
 
-def settle_unknown(session: Session, campaign_id: int | None = None) -> int:
-    """Deliveries whose outcome was unknown but that the provider reports accepting are sent."""
+def settle_unknown(
+    session: Session, campaign_id: int | None = None, delivery_ids: Sequence[int] | None = None
+) -> int:
+    """Deliveries whose outcome was unknown but that the provider reports accepting are sent
+    (of one campaign, or only the given deliveries, which keeps the statement small)."""
     accepted = select(EventRecord.delivery_id).where(
         EventRecord.kind.in_((EventKind.PROCESSED, EventKind.DELIVERED)),
         EventRecord.delivery_id.is_not(None),
@@ -188,4 +209,8 @@ def settle_unknown(session: Session, campaign_id: int | None = None) -> int:
     )
     if campaign_id is not None:
         statement = statement.where(Delivery.campaign_id == campaign_id)
+    if delivery_ids is not None:
+        if not delivery_ids:
+            return 0
+        statement = statement.where(Delivery.id.in_(delivery_ids))
     return session.execute(statement).rowcount or 0

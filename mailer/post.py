@@ -20,6 +20,7 @@ from mailer.errors import PostError
 
 __all__ = ["Post", "load_post"]
 
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _FIRST_H1 = re.compile(r"\A\s*#[ \t]+(?P<title>.+?)[ \t#]*$", re.MULTILINE)
 
 
@@ -65,9 +66,16 @@ def load_post(path: Path | str) -> Post:
         raise PostError(
             path, "the post has no title: add 'title:' to the front matter or start with '# Title'"
         )
+    slug = _text_field(path, meta, "slug") or path.stem
+    if not _SLUG.fullmatch(slug):
+        raise PostError(
+            path,
+            f"the slug {slug!r} (from the file name when front matter has no 'slug:') must be "
+            "ASCII letters, digits, '.', '_' or '-': it names the post in URLs and at SendGrid",
+        )
     return Post(
         path=path,
-        slug=_text_field(path, meta, "slug") or path.stem,
+        slug=slug,
         title=title,
         body=body,
         body_line=text[: text.find(body)].count("\n") + 1 if body in text else 1,

@@ -27,7 +27,7 @@ from mailer.post import Post
 from mailer.preheader import PADDING, choose_preheader
 from mailer.templating import Templates
 
-__all__ = ["Renderer", "render"]
+__all__ = ["Renderer"]
 
 _URL = re.compile(r"\(?https?://\S+")
 _LINK = re.compile(r'<a\b[^>]*?\shref="([^"]*)"[^>]*>(.*?)</a>', re.DOTALL)
@@ -148,11 +148,6 @@ class Renderer:
         stack = (web, fonts.get("latin"), cjk, fonts.get("generic", "sans-serif"))
         # Markup: the single quotes around font names must not become &#39; in the attribute.
         return Markup(", ".join(f for f in stack if f).replace('"', "'"))
-
-
-def render(post: Post, settings: Settings) -> Edition:
-    """Render one post with a fresh renderer (for one-off use; reuse a Renderer in loops)."""
-    return Renderer(settings).render(post)
 
 
 def _format_date(date: dt.date | None, fmt: str) -> str:

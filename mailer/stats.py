@@ -46,7 +46,10 @@ class CampaignStats:
         return self.unique_clicks / base if base else 0.0
 
 
-def campaign_stats(session: Session, campaign_id: int, top: int = 10) -> CampaignStats:
+def campaign_stats(
+    session: Session, campaign_id: int, top: int = 10, timeline: bool = True
+) -> CampaignStats:
+    """The numbers of one campaign; ``top`` links, and the hourly timeline if asked for."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
@@ -122,7 +125,7 @@ def campaign_stats(session: Session, campaign_id: int, top: int = 10) -> Campaig
         complaints=count(EventKind.COMPLAINED, unique=True),
         unsubscribes=unsubscribes,
         top_links=[(url, clicks, unique) for url, clicks, unique in clicks_by_link],
-        timeline=_timeline(session, campaign_id),
+        timeline=_timeline(session, campaign_id) if timeline else [],
     )
 
 

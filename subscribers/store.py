@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import delete, exists, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscribers.addresses import address_hash, lookup_hash, normalize
@@ -108,8 +109,11 @@ def add(
         consent_source=consent.source,
         consent_text=consent.text,
     )
-    session.add(subscriber)
-    session.flush()
+    try:
+        with session.begin_nested():  # a double-click can race us to the same address
+            session.add(subscriber)
+    except IntegrityError:
+        return AddResult("exists", find(session, email))
     record(session, subscriber.id, "subscribed", status=str(status), source=consent.source)
     return AddResult("added", subscriber)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -28,7 +29,7 @@ def list_(ctx: Context, limit: int) -> None:
     for c in rows:
         table.add_row(
             str(c.id),
-            c.slug,
+            escape(c.slug),
             c.status,
             f"{c.recipients:,}",
             f"{c.created_at:%Y-%m-%d %H:%M}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mailer.cli import console
@@ -15,7 +16,7 @@ __all__ = ["CampaignBar"]
 class CampaignBar:
     def __init__(self, title: str, total: int) -> None:
         self.bar = Progress(
-            TextColumn(f"[bold]{title}"),
+            TextColumn(f"[bold]{escape(title)}"),
             BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,}"),
             TextColumn("{task.fields[detail]}"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
+from rich.markup import escape
 from sqlalchemy import exists, func, select
 
 from mailer.cli import Context, console
@@ -20,6 +21,7 @@ from mailer.lint import lint
 from mailer.message import Batch, Envelope, Sender
 from mailer.post import load_post
 from mailer.render import Renderer
+from subscribers.addresses import normalize
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
 FOLLOW_INTERVAL = 1.0
@@ -58,7 +60,7 @@ def send(
     findings = lint(edition, settings)
     errors = [f for f in findings if f.severity == "error"]
     for finding in errors:
-        console.print(f"[red]error[/] {finding}", markup=False)
+        console.print(f"[red]error[/] {escape(str(finding))}")
     if errors and not (force or dry_run):
         raise MailerError(
             f"{post}: the linter found {len(errors)} error(s); fix them or use --force"
@@ -190,6 +192,7 @@ def _dry_run(ctx: Context, edition: Edition) -> None:
 
 def _send_test(ctx: Context, edition: Edition, to: str) -> None:
     settings = ctx.settings
+    to = normalize(to)
     envelope = Envelope(
         email=to,
         name="",
@@ -204,7 +207,8 @@ def _send_test(ctx: Context, edition: Edition, to: str) -> None:
         sender=Sender(settings.sender_email, settings.sender_name),
         envelopes=(envelope,),
     )
-    outcome = ctx.backend.send(batch)[0]
-    if outcome.status != "sent":
-        raise MailerError(f"the test copy to {to} failed: {outcome.error}")
+    outcomes = ctx.backend.send(batch)
+    if not outcomes or outcomes[0].status != "sent":
+        reason = outcomes[0].error if outcomes else "the server said to try later"
+        raise MailerError(f"the test copy to {to} was not sent: {reason}")
     console.print(f"Sent a test copy to {to} through {settings.backend}. No campaign was created.")

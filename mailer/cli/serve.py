@@ -27,7 +27,14 @@ def serve(ctx: Context, host: str, port: int) -> None:
         )
     app = create_app(settings)
     console.print(f"Serving {settings.publication_name} on http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
+        log_level="info",
+    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -21,12 +22,12 @@ def stats(ctx: Context, campaign_id: int | None) -> None:
             _detail(campaign_stats(session, campaign_id))
             return
         ids = list(session.scalars(select(Campaign.id).order_by(Campaign.id.desc()).limit(10)))
-        rows = [campaign_stats(session, i, top=0) for i in ids]
+        rows = [campaign_stats(session, i, top=0, timeline=False) for i in ids]
     table = Table("id", "subject", "sent", "opened (people)", "clicked", "CTR", "bounced", "unsub.")
     for s in rows:
         table.add_row(
             str(s.campaign_id),
-            s.subject,
+            escape(s.subject),
             f"{s.sent:,}",
             f"{s.unique_human_opens:,}",
             f"{s.unique_clicks:,}",
@@ -38,7 +39,8 @@ def stats(ctx: Context, campaign_id: int | None) -> None:
 
 
 def _detail(s: CampaignStats) -> None:
-    table = Table(title=f"Campaign {s.campaign_id}: {s.subject} ({s.status})", show_header=False)
+    title = f"Campaign {s.campaign_id}: {escape(s.subject)} ({s.status})"
+    table = Table(title=title, show_header=False)
     for label, value in (
         ("sent", s.sent),
         ("delivered", s.delivered),
@@ -58,5 +60,5 @@ def _detail(s: CampaignStats) -> None:
     if s.top_links:
         links = Table("clicks", "people", "link", title="Top links")
         for url, clicks, unique in s.top_links:
-            links.add_row(f"{clicks:,}", f"{unique:,}", url)
+            links.add_row(f"{clicks:,}", f"{unique:,}", escape(url))
         console.print(links)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -200,11 +201,11 @@ def list_(ctx: Context, status: str | None, limit: int) -> None:
             break
         table.add_row(
             str(subscriber.id),
-            subscriber.email,
-            subscriber.name,
+            escape(subscriber.email),
+            escape(subscriber.name),
             subscriber.status,
             subscriber.created_at.strftime("%Y-%m-%d %H:%M"),
-            subscriber.source,
+            escape(subscriber.source),
         )
     console.print(table)
 
@@ -220,7 +221,7 @@ def show(ctx: Context, email: str) -> None:
         raise MailerError(f"{email} is not on the list")
     table = Table(show_header=False)
     for key, value in (data["subscriber"] or {}).items():
-        table.add_row(key, str(value if value is not None else ""))
+        table.add_row(key, escape(str(value if value is not None else "")))
     if data["suppression"]:
         table.add_row(
             "suppressed", f"{data['suppression']['reason']} since {data['suppression']['since']}"

@@ -15,7 +15,16 @@ from mailer.campaign import Campaign, CampaignState
 __all__ = ["router"]
 
 router = APIRouter()
-_PUBLIC = (CampaignState.SENDING, CampaignState.SENT)
+# Every edition that went out, even in part: its readers follow "view in browser".
+_published = Campaign.started_at.is_not(None) & Campaign.status.in_(
+    (
+        CampaignState.SENDING,
+        CampaignState.PAUSED,
+        CampaignState.SENT,
+        CampaignState.CANCELLED,
+        CampaignState.FAILED,
+    )
+)
 
 
 @router.get("/archive", response_class=HTMLResponse)
@@ -23,7 +32,7 @@ def archive(request: Request) -> HTMLResponse:
     with request.app.state.sessions() as session:
         rows = session.execute(
             select(Campaign.slug, Campaign.subject, Campaign.started_at)
-            .where(Campaign.status.in_(_PUBLIC))
+            .where(_published)
             .order_by(Campaign.started_at.desc())
         ).all()
     return request.app.state.pages.render("archive", editions=rows)
@@ -33,7 +42,10 @@ def archive(request: Request) -> HTMLResponse:
 def edition(request: Request, slug: str) -> Response:
     with request.app.state.sessions() as session:
         campaign = session.scalar(
-            select(Campaign).where(Campaign.slug == slug, Campaign.status.in_(_PUBLIC))
+            select(Campaign)
+            .where(Campaign.slug == slug, _published)
+            .order_by(Campaign.id.desc())
+            .limit(1)
         )
     pages = request.app.state.pages
     if campaign is None:

@@ -28,7 +28,7 @@ def _allowed(request: Request, token: str) -> bool:
     if header.lower().startswith("basic "):
         try:
             offered = base64.b64decode(header[6:]).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64, not ASCII, not UTF-8
             offered = ""
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 

@@ -137,7 +137,7 @@ async def _read(request: Request, is_json: bool) -> dict[str, Any]:
 
 
 def _accepted(request: Request, is_json: bool, email: str) -> Response:
-    message = _pages(request).strings["check_inbox"].format(email=email)
+    message = _pages(request).strings["check_inbox"].replace("{email}", email)
     if is_json:
         return JSONResponse({"status": "check_inbox", "message": message}, 202)
     pages = _pages(request)
@@ -185,7 +185,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
         return _bad_link(pages, exc)
     if one_click:
         return PlainTextResponse("unsubscribed")
-    text = pages.strings["unsubscribed"].format(email=subscriber.email)
+    text = pages.strings["unsubscribed"].replace("{email}", subscriber.email)
     return pages.message(pages.strings["unsubscribed_title"], text)
 
 

@@ -30,6 +30,7 @@ __all__ = ["EventBuffer", "LinkTables", "router"]
 log = logging.getLogger("mailer.tracking")
 router = APIRouter()
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+MAX_PENDING = 200_000  # events held while the database is unreachable (about 100 MB)
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
 
 
@@ -62,6 +63,10 @@ class EventBuffer:
                 log.exception("could not write %d tracking events; will retry", len(events))
                 with self.lock:
                     self.pending[:0] = events
+                    excess = len(self.pending) - MAX_PENDING
+                    if excess > 0:  # the database has been away long: memory must not grow
+                        del self.pending[:excess]
+                        log.error("dropped the %d oldest tracking events", excess)
                 return 0
         return len(events)
 

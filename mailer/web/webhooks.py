@@ -29,9 +29,11 @@ MAX_BODY = 20 * 1024 * 1024  # SendGrid posts batches of events; this is far abo
 @router.post("/webhooks/sendgrid", include_in_schema=False)
 async def sendgrid_events(request: Request) -> JSONResponse:
     webhook: SendGridWebhook = request.app.state.sendgrid_webhook
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "the request is too large"}, 413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "the request is too large"}, 413)
     try:
         webhook.verify(
             body,

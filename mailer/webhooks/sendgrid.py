@@ -13,7 +13,7 @@ from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.events import Event, EventKind
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SendGridWebhook", "WebhookRefused"]
@@ -43,7 +43,13 @@ class SendGridWebhook:
     def __init__(self, public_key: str, replay_window: float) -> None:
         """``public_key``: the verification key from SendGrid's Mail Settings (base64 DER)."""
         self.helper = EventWebhook()
-        self.key = self.helper.convert_public_key_to_ecdsa(public_key) if public_key else None
+        try:
+            self.key = self.helper.convert_public_key_to_ecdsa(public_key) if public_key else None
+        except ValueError as exc:
+            raise ConfigError(
+                "MAILER_SENDGRID_WEBHOOK_KEY is not a public key: paste the verification key "
+                "from SendGrid's Mail Settings → Signed Event Webhook"
+            ) from exc
         self.replay_window = replay_window
 
     def verify(self, body: bytes, signature: str, timestamp: str, now: dt.datetime) -> None:
