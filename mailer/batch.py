@@ -55,21 +55,19 @@ class _Claimed:
 
 def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     """Send what is still queued in batch ``batch`` of campaign ``campaign_id``."""
-    with rt.sessions() as session:
-        waiting = session.scalar(
-            select(func.count())
-            .select_from(Delivery)
-            .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
-        )
-    if not waiting:
-        _finish(rt, campaign_id)  # a repeated task may be the last word on this campaign
-        return BatchResult()
     try:
         backend = rt.backend  # built before anything is claimed: a bad setting claims nothing
     except ConfigError as exc:
         pause_with_error(rt, campaign_id, str(exc))
         return BatchResult(error=str(exc))
-    rt.send_rate.take(waiting)  # before the claim, so claimed rows go out at once
+    if rt.settings.send_rate:
+        with rt.sessions() as session:
+            waiting = session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
+            )
+        rt.send_rate.take(waiting or 0)  # before the claim, so claimed rows go out at once
 
     with rt.sessions.begin() as session:
         # Shared lock: a cancel waits for this claim to commit, so a new campaign of the

@@ -76,8 +76,13 @@ def upgrade() -> None:
         ),
         sqlite_autoincrement=True,
     )
+    # Partial: a row leaves it when claimed, so sent rows cost it nothing.
     op.create_index(
-        "ix_deliveries_campaign_id_batch_status", "deliveries", ["campaign_id", "batch", "status"]
+        "ix_deliveries_queued",
+        "deliveries",
+        ["campaign_id", "batch"],
+        sqlite_where=sa.text("status = 'queued'"),
+        postgresql_where=sa.text("status = 'queued'"),
     )
 
 
