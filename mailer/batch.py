@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from html import escape
 
 from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.campaign import Campaign, CampaignState, Delivery, DeliveryState, transition
 from mailer.delivery import Outcome
+from mailer.edition import VIEW_PLACEHOLDER
 from mailer.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -107,6 +109,9 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     return result
 
 
+_table = Delivery.__table__
+
+
 def _in_batch(campaign_id: int, batch: int):
     return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
 
@@ -117,37 +122,31 @@ def _key(campaign_id: int, delivery_id: int) -> str:
 
 def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claimed], int]:
     """Atomically take the batch's queued rows (SKIP LOCKED on PostgreSQL), skipping readers
-    who left the list since the ledger was filled."""
+    who left the list since the ledger was filled. (Core statements: this runs for every
+    batch, and the ORM's bookkeeping would cost more than the SQL.)"""
+    d, s = _table, Subscriber.__table__
     queued = (
-        select(Delivery.id)
-        .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
+        select(d.c.id)
+        .where(d.c.campaign_id == campaign_id, d.c.batch == batch, d.c.status == "queued")
         .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
-    ids = list(
-        session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(queued.scalar_subquery()))
-            .values(
-                status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=Delivery.attempts + 1
-            )
-            .returning(Delivery.id)
-        )
+    claim = (
+        update(d)
+        .where(d.c.id.in_(queued))
+        .values(status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=d.c.attempts + 1)
+        .returning(d.c.id)
     )
+    connection = session.connection()
+    ids = list(connection.execute(claim).scalars())
     if not ids:
         return [], 0
-    suppressed = exists().where(Suppression.email_hash == Subscriber.email_hash)
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.status,
-            suppressed,
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.id)
+    suppressed = exists().where(Suppression.__table__.c.email_hash == s.c.email_hash)
+    rows = connection.execute(
+        select(d.c.id, s.c.id, s.c.email, s.c.name, s.c.status, suppressed)
+        .join(s, s.c.id == d.c.subscriber_id)
+        .where(d.c.id.in_(ids))
+        .order_by(d.c.id)
     ).all()
     claimed = [
         _Claimed(delivery_id, subscriber_id, email, name)
@@ -156,9 +155,9 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
     ]
     gone = sorted(set(ids) - {c.delivery_id for c in claimed})
     if gone:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(gone))
+        connection.execute(
+            update(d)
+            .where(d.c.id.in_(gone))
             .values(status=DeliveryState.SKIPPED, error="left the list before the send")
         )
     return claimed, len(gone)
@@ -195,6 +194,10 @@ def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
             )
             html, text = track(edition, table, rt.settings.public_url)
             links = len(table)
+        # The web version is the same for every reader: filled once, not per envelope.
+        view_url = f"{rt.settings.public_url}/archive/{edition.slug}"
+        html = html.replace(VIEW_PLACEHOLDER, escape(view_url, quote=True))
+        text = text.replace(VIEW_PLACEHOLDER, view_url)
         if len(_contents) > 16:
             _contents.clear()
         _contents[key] = _Content(edition.subject, html, text, edition.slug, links)
@@ -204,7 +207,6 @@ def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
 def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Claimed]) -> Batch:
     settings = rt.settings
     content = _content(rt, session, campaign)
-    view_url = f"{settings.public_url}/archive/{content.slug}"
     unsubscribe = f"{settings.public_url}/unsubscribe/"
     envelopes = tuple(
         Envelope(
@@ -212,7 +214,6 @@ def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Cla
             name=c.name,
             key=_key(campaign.id, c.delivery_id),
             unsubscribe_url=unsubscribe + rt.signer.sign_ids(Purpose.UNSUBSCRIBE, c.subscriber_id),
-            view_url=view_url,
             extra=tracking_substitutions(rt.signer, campaign.id, c.delivery_id, content.links)
             if campaign.tracking
             else {},
@@ -261,7 +262,9 @@ def _record(
             if len(ids) == 1:
                 singles.append({"row_id": ids[0], **values})
             else:
-                session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
+                session.connection().execute(
+                    update(_table).where(_table.c.id.in_(ids)).values(**values)
+                )
         if singles:  # by primary key; a row erased meanwhile is simply not there to update
             session.connection().execute(_UPDATE_ONE, singles)
     if untried:
@@ -275,7 +278,6 @@ def _record(
     )
 
 
-_table = Delivery.__table__
 _UPDATE_ONE = (
     update(_table)
     .where(_table.c.id == bindparam("row_id"))
@@ -292,8 +294,8 @@ def _release(rt: Runtime, delivery_ids: list[int]) -> None:
     """Give claimed rows back to the queue: nothing went out for them."""
     with rt.sessions.begin() as session:
         session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryState.SENDING)
+            update(_table)
+            .where(_table.c.id.in_(delivery_ids), _table.c.status == DeliveryState.SENDING)
             .values(status=DeliveryState.QUEUED, claimed_at=None)
         )
 

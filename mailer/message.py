@@ -45,8 +45,9 @@ class Envelope:
     extra: dict[str, str] = field(default_factory=dict)
 
     def substitutions(self) -> dict[str, str]:
+        """Placeholder → this reader's value (a placeholder without a value is left out)."""
         links = {UNSUBSCRIBE_PLACEHOLDER: self.unsubscribe_url, VIEW_PLACEHOLDER: self.view_url}
-        return {**links, **self.extra}
+        return {k: v for k, v in links.items() if v} | self.extra
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,8 @@ def test_events_clean_the_list_and_the_next_campaign_skips_it(
         assert f'href="{LINKS[0]}"' in html and f"({LINKS[0]})" in text
         for personalization in request["personalizations"]:
             substitutions = personalization["substitutions"]
-            assert set(substitutions) == {"%%unsubscribe_url%%", "%%view_url%%"}
+            assert set(substitutions) == {"%%unsubscribe_url%%"}  # one per reader
+        assert "%%view_url%%" not in html and "/archive/loop-two" in html  # one for all
 
 
 def test_tracking_off_globally_sends_plain_links(

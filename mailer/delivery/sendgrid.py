@@ -48,7 +48,7 @@ def build_request(batch: Batch) -> dict[str, Any]:
             "to": [to],
             "custom_args": {"delivery": envelope.key},
         }
-        substitutions = {k: v for k, v in envelope.substitutions().items() if v}
+        substitutions = envelope.substitutions()
         if substitutions:
             personalization["substitutions"] = substitutions
         headers = list_headers(batch, envelope)
