@@ -74,7 +74,9 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     with rt.sessions.begin() as session:
         # Shared lock: a cancel waits for this claim to commit, so a new campaign of the
         # same post sees these rows as in flight and leaves their readers out.
-        campaign = session.get(Campaign, campaign_id, with_for_update={"read": True})
+        campaign = session.get(
+            Campaign, campaign_id, with_for_update={"read": True, "key_share": True}
+        )
         if campaign is None or campaign.status != CampaignState.SENDING:
             return BatchResult()  # paused or cancelled: the rows wait in the queue
         claimed, skipped = _claim(session, campaign_id, batch)
