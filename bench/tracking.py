@@ -18,7 +18,7 @@ Phases, each bounded by ``--seconds`` and by a request count:
   generator in ``--processes`` processes): requests/s and p50/p99 latency.
 * ``pixel @ rate``: the same at a fixed ``--rate`` (open loop: latency counted from
   when each request was due, so a stall is not hidden) from the Python generator.
-* ``click``: ``GET /c/<token>`` (302) at full speed, as for the pixel.
+* ``click``: ``GET /c/<token>/<link>`` (302) at full speed, as for the pixel.
 * ``webhook``: ``POST /webhooks/sendgrid`` with batches of 1000 SendGrid-shaped events
   (all new ``sg_event_id``; a mix of processed, delivered, open, click and 1% bounces),
   each signed with an ECDSA P-256 key made here (its base64 DER public key is the
@@ -482,13 +482,13 @@ def write_paths(bench: Bench, campaign_id: int, links: int) -> tuple[Path, Path]
     pixel, click = bench.folder / "pixel-paths.txt", bench.folder / "click-paths.txt"
     pixel.write_text(
         "".join(
-            f"/o/{signer.sign_ids(Purpose.OPEN, campaign_id, d)}.gif\n"
+            f"/o/{signer.sign_ids(Purpose.TRACK, campaign_id, d)}.gif\n"
             for d in range(1, DELIVERIES + 1)
         )
     )
     click.write_text(
         "".join(
-            f"/c/{signer.sign_ids(Purpose.CLICK, campaign_id, d, d % links)}\n"
+            f"/c/{signer.sign_ids(Purpose.TRACK, campaign_id, d)}/{d % links}\n"
             for d in range(1, DELIVERIES + 1)
         )
     )

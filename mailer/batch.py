@@ -173,7 +173,7 @@ class _Content:
     html: str
     text: str
     slug: str
-    links: int  # tracked links, 0 when tracking is off
+    tracked: bool  # the pixel and the links carry each reader's tracking token
 
 
 # Built once per campaign per process (the edition is frozen, so it cannot go stale).
@@ -184,7 +184,7 @@ def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
     key = (campaign.id, campaign.created_at)
     if key not in _contents:
         edition = campaign.frozen_edition()
-        html, text, links = edition.html, edition.text, 0
+        html, text = edition.html, edition.text
         if campaign.tracking:
             # The link table the click redirects read: positions must agree with it.
             table = list(
@@ -195,14 +195,13 @@ def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
                 )
             )
             html, text = track(edition, table, rt.settings.public_url)
-            links = len(table)
         # The web version is the same for every reader: filled once, not per envelope.
         view_url = f"{rt.settings.public_url}/archive/{edition.slug}"
         html = html.replace(VIEW_PLACEHOLDER, escape(view_url, quote=True))
         text = text.replace(VIEW_PLACEHOLDER, view_url)
         if len(_contents) > 16:
             _contents.clear()
-        _contents[key] = _Content(edition.subject, html, text, edition.slug, links)
+        _contents[key] = _Content(edition.subject, html, text, edition.slug, campaign.tracking)
     return _contents[key]
 
 
@@ -216,8 +215,8 @@ def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Cla
             name=c.name,
             key=_key(campaign.id, c.delivery_id),
             unsubscribe_url=unsubscribe + rt.signer.sign_ids(Purpose.UNSUBSCRIBE, c.subscriber_id),
-            extra=tracking_substitutions(rt.signer, campaign.id, c.delivery_id, content.links)
-            if campaign.tracking
+            extra=tracking_substitutions(rt.signer, campaign.id, c.delivery_id)
+            if content.tracked
             else {},
         )
         for c in claimed

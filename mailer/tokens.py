@@ -24,8 +24,8 @@ __all__ = ["Purpose", "Signer"]
 class Purpose(StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
-    OPEN = "open"
-    CLICK = "click"
+    # A reader's copy of a campaign: its open pixel and its click redirects.
+    TRACK = "track"
 
 
 class Signer:
@@ -60,7 +60,7 @@ class Signer:
     def sign_ids(self, purpose: Purpose, *ids: int) -> str:
         """A short token for a few ids (``12.3.<mac>``), for the tracking links of every reader.
 
-        Millions are made per send (a reader's unsubscribe link and one per tracked link),
+        Millions are made per send (a reader's unsubscribe link and tracking token),
         so it is a bare keyed-BLAKE2b MAC, without the JSON and timestamp of ``sign``,
         about thirty times faster; these links do not expire.
         """

@@ -1,9 +1,10 @@
 """Click tokens can only ever lead to their own campaign's links; and the tracking helpers.
 
 Over real HTTP against the live app (SQLite and PostgreSQL): two campaigns with different
-link tables, and every way of bending a token — a changed MAC, position or campaign, a
-token of another purpose, a destination smuggled into the path or query — ends on the
-app's 404 page, never a 500 and never a redirect anywhere but the campaign's own link.
+link tables, and every way of bending a link — a changed MAC, reader or campaign, a
+position past the table, a token of another purpose, a destination smuggled into the
+path or query — ends on the app's 404 page, never a 500 and never a redirect anywhere
+but the campaign's own link.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mailer.post import load_post
 from mailer.render import Renderer
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
-from mailer.tracking import OPEN_PLACEHOLDER, is_machine_open, link_table, track
+from mailer.tracking import TRACK_PLACEHOLDER, is_machine_open, link_table, track
 from tests.event_support import events_of, new_campaign, write_post
 from tests.live_server import LiveServer, server_factory
 
@@ -91,28 +92,30 @@ def test_a_token_leads_to_its_own_campaigns_link(
     client: httpx.Client, campaigns: tuple[int, int], signer: Signer
 ) -> None:
     a, b = campaigns
-    assert_redirects_to(client.get(f"/c/{signer.sign_ids(Purpose.CLICK, a, 1, 0)}"), A_LINKS[0])
+    assert_redirects_to(client.get(f"/c/{signer.sign_ids(Purpose.TRACK, a, 1)}/0"), A_LINKS[0])
+    token = signer.sign_ids(Purpose.TRACK, b, 2)
     for position, url in enumerate(B_LINKS):
-        token = signer.sign_ids(Purpose.CLICK, b, 2, position)
-        assert_redirects_to(client.get(f"/c/{token}"), url)
+        assert_redirects_to(client.get(f"/c/{token}/{position}"), url)
 
 
 def test_a_destination_in_the_url_does_not_matter(
     client: httpx.Client, campaigns: tuple[int, int], signer: Signer
 ) -> None:
     a, _ = campaigns
-    token = signer.sign_ids(Purpose.CLICK, a, 1, 0)
+    link = f"/c/{signer.sign_ids(Purpose.TRACK, a, 1)}/0"
     for suffix in (
         "?url=https://evil.example",
         "?url=https%3A%2F%2Fevil.example%2F",
         "?next=//evil.example&redirect=https://evil.example",
         "?position=2&campaign=2",
     ):
-        assert_redirects_to(client.get(f"/c/{token}{suffix}"), A_LINKS[0])
-    # A destination appended to the path is not a token at all.
-    assert_not_found(client.get(f"/c/{token}/https://evil.example"))
-    assert_not_found(client.get(f"/c/{token}%2Fhttps%3A%2F%2Fevil.example"))
+        assert_redirects_to(client.get(f"{link}{suffix}"), A_LINKS[0])
+    # A destination in the path is not a link at all.
+    assert_not_found(client.get(f"{link}/https://evil.example"))
+    assert_not_found(client.get(f"{link}%2Fhttps%3A%2F%2Fevil.example"))
+    assert_not_found(client.get(link.replace("/0", "/https%3A%2F%2Fevil.example")))
     assert_not_found(client.get("/c/https%3A%2F%2Fevil.example"))
+    assert_not_found(client.get(link.removesuffix("/0")))  # a token without a link
 
 
 # ---------------------------------------------------------------- forged tokens
@@ -122,24 +125,26 @@ def test_forged_tokens_get_the_404_page(
     client: httpx.Client, campaigns: tuple[int, int], signer: Signer
 ) -> None:
     a, b = campaigns
-    genuine = signer.sign_ids(Purpose.CLICK, a, 1, 0)
+    genuine = signer.sign_ids(Purpose.TRACK, a, 1)
     mac = genuine.rsplit(".", 1)[1]
     changed_mac = genuine[:-1] + ("A" if genuine[-1] != "A" else "B")
     forged = [
         changed_mac,
-        forge(genuine, 2, "1"),  # another position, same MAC
-        forge(genuine, 2, "2"),
         forge(genuine, 0, str(b)),  # campaign B, A's MAC
         forge(genuine, 1, "2"),  # another reader
-        f"{a}.1.0.",  # no MAC
-        f"{a}.1.0",  # a MAC-less three ids
-        f"{a}.1.0.{mac}.{mac}",
-        f"0{a}.1.0.{mac}",  # the same number written otherwise
-        f"{a}.1.00.{mac}",
-        Signer(["another secret"]).sign_ids(Purpose.CLICK, a, 1, 0),
+        f"{a}.1.",  # no MAC
+        f"{a}.1",  # MAC-less ids
+        f"{a}.1.0.{mac}",  # a third id
+        f"{a}.1.{mac}.{mac}",
+        f"0{a}.1.{mac}",  # the same number written otherwise
+        f"{a}.01.{mac}",
+        Signer(["another secret"]).sign_ids(Purpose.TRACK, a, 1),
     ]
     for token in forged:
-        assert_link_invalid_page(client.get(f"/c/{token}"))
+        assert_link_invalid_page(client.get(f"/c/{token}/0"))
+        assert_link_invalid_page(client.get(f"/o/{token}.gif"))
+    for position in ("00", "-0", "+0", "0x0", "1e0", " 0", "0 ", "²", "9" * 40):
+        assert_link_invalid_page(client.get(f"/c/{genuine}/{position}"))
 
 
 @pytest.mark.parametrize(
@@ -156,6 +161,7 @@ def test_forged_tokens_get_the_404_page(
     ],
 )
 def test_junk_tokens_are_a_404_not_a_crash(client: httpx.Client, campaigns, token: str) -> None:
+    assert_not_found(client.get(f"/c/{token}/0"))
     assert_not_found(client.get(f"/c/{token}"))
     assert_not_found(client.get(f"/o/{token}.gif"))
 
@@ -163,13 +169,13 @@ def test_junk_tokens_are_a_404_not_a_crash(client: httpx.Client, campaigns, toke
 def test_a_token_of_campaign_a_never_reaches_bs_links(
     client: httpx.Client, campaigns: tuple[int, int], signer: Signer
 ) -> None:
-    """A genuine token whose position is past A's table is refused, though B has that link."""
+    """A genuine token with a position past A's table is refused, though B has that link."""
     a, _ = campaigns
-    for position in (1, 2, 99):
-        token = signer.sign_ids(Purpose.CLICK, a, 1, position)
-        assert_link_invalid_page(client.get(f"/c/{token}"))
+    token = signer.sign_ids(Purpose.TRACK, a, 1)
+    for position in (1, 2, 99, 999_999):
+        assert_link_invalid_page(client.get(f"/c/{token}/{position}"))
     # A campaign that does not exist has no links at all.
-    assert_link_invalid_page(client.get(f"/c/{signer.sign_ids(Purpose.CLICK, 999, 1, 0)}"))
+    assert_link_invalid_page(client.get(f"/c/{signer.sign_ids(Purpose.TRACK, 999, 1)}/0"))
 
 
 def test_tokens_of_other_purposes_do_not_click(
@@ -177,25 +183,22 @@ def test_tokens_of_other_purposes_do_not_click(
 ) -> None:
     a, _ = campaigns
     for token in (
-        signer.sign_ids(Purpose.OPEN, a, 1),
-        signer.sign_ids(Purpose.OPEN, a, 1, 0),  # the right shape, the wrong purpose
-        signer.sign_ids(Purpose.UNSUBSCRIBE, a, 1, 0),
-        signer.sign_ids(Purpose.CONFIRM, a, 1, 0),
+        signer.sign_ids(Purpose.UNSUBSCRIBE, a, 1),  # the right shape, the wrong purpose
+        signer.sign_ids(Purpose.CONFIRM, a, 1),
+        signer.sign_ids(Purpose.UNSUBSCRIBE, a),
     ):
-        assert_link_invalid_page(client.get(f"/c/{token}"))
-    # And a click token is no open pixel.
-    assert_link_invalid_page(client.get(f"/o/{signer.sign_ids(Purpose.CLICK, a, 1, 0)}.gif"))
-    assert_link_invalid_page(client.get(f"/o/{signer.sign_ids(Purpose.CLICK, a, 1)}.gif"))
+        assert_link_invalid_page(client.get(f"/c/{token}/0"))
+        assert_link_invalid_page(client.get(f"/o/{token}.gif"))
 
 
 def test_nothing_bent_is_recorded_and_nothing_crashed(
     server: LiveServer, client: httpx.Client, campaigns: tuple[int, int], signer: Signer
 ) -> None:
     a, _ = campaigns
-    genuine = signer.sign_ids(Purpose.CLICK, a, 1, 0)
-    assert_not_found(client.get(f"/c/{forge(genuine, 2, '1')}"))
-    assert_not_found(client.get(f"/c/{signer.sign_ids(Purpose.CLICK, a, 1, 5)}"))
-    assert client.get(f"/c/{genuine}").status_code == 302
+    genuine = signer.sign_ids(Purpose.TRACK, a, 1)
+    assert_not_found(client.get(f"/c/{forge(genuine, 1, '2')}/0"))
+    assert_not_found(client.get(f"/c/{genuine}/5"))
+    assert client.get(f"/c/{genuine}/0").status_code == 302
     server.app.state.events.flush()
     rows = events_of(server.app.state.sessions)
     assert [(r.kind, r.campaign_id, r.position, r.detail) for r in rows] == [
@@ -251,18 +254,18 @@ def test_track_rewrites_links_in_html_and_text() -> None:
     html, text = track(edition(), link_table(edition()), PUBLIC)
     hrefs = re.findall(r'href="([^"]*)"', html)
     assert hrefs == [
-        f"{PUBLIC}/c/%%c0%%",
-        f"{PUBLIC}/c/%%c1%%",
-        f"{PUBLIC}/c/%%c2%%",
+        f"{PUBLIC}/c/%%t%%/0",
+        f"{PUBLIC}/c/%%t%%/1",
+        f"{PUBLIC}/c/%%t%%/2",
         "mailto:editor@example.org",
-        f"{PUBLIC}/c/%%c0%%",
+        f"{PUBLIC}/c/%%t%%/0",
         "%%unsubscribe_url%%",
         "%%view_url%%",
     ]
     assert text == (
-        f"A ({PUBLIC}/c/%%c0%%)\nB ({PUBLIC}/c/%%c1%%)\n"
-        f"Q ({PUBLIC}/c/%%c2%%)\nmail us (mailto:editor@example.org)\n"
-        f"Bare {PUBLIC}/c/%%c0%%\n\n-- \nUnsubscribe: %%unsubscribe_url%%\n"
+        f"A ({PUBLIC}/c/%%t%%/0)\nB ({PUBLIC}/c/%%t%%/1)\n"
+        f"Q ({PUBLIC}/c/%%t%%/2)\nmail us (mailto:editor@example.org)\n"
+        f"Bare {PUBLIC}/c/%%t%%/0\n\n-- \nUnsubscribe: %%unsubscribe_url%%\n"
         "View in browser: %%view_url%%\n"
     )
     assert "example.org/a" not in text.replace("mail.example.org", "")
@@ -270,7 +273,7 @@ def test_track_rewrites_links_in_html_and_text() -> None:
 
 def test_track_adds_the_pixel_once_at_the_end() -> None:
     html, _ = track(edition(), link_table(edition()), PUBLIC)
-    pixel = f'<img src="{PUBLIC}/o/{OPEN_PLACEHOLDER}.gif"'
+    pixel = f'<img src="{PUBLIC}/o/{TRACK_PLACEHOLDER}.gif"'
     assert html.count(pixel) == 1
     assert html.count("/o/") == 1
     assert html.index(pixel) < html.index("</body>")
@@ -304,10 +307,10 @@ def test_bare_links_before_punctuation_are_tracked_in_the_text_part_too(tmp_path
     table = link_table(rendered)
     assert table == ["https://example.org/bare", "https://example.org/comma"]
     html, text = track(rendered, table, PUBLIC)
-    assert f'href="{PUBLIC}/c/%%c0%%"' in html and f'href="{PUBLIC}/c/%%c1%%"' in html
+    assert f'href="{PUBLIC}/c/%%t%%/0"' in html and f'href="{PUBLIC}/c/%%t%%/1"' in html
     assert "https://example.org/bare" not in text, text
     assert "https://example.org/comma" not in text, text
-    assert f"{PUBLIC}/c/%%c0%%." in text and f"{PUBLIC}/c/%%c1%%," in text
+    assert f"{PUBLIC}/c/%%t%%/0." in text and f"{PUBLIC}/c/%%t%%/1," in text
 
 
 def test_a_link_with_an_apostrophe_is_tracked_in_html(tmp_path: Path) -> None:
@@ -315,8 +318,8 @@ def test_a_link_with_an_apostrophe_is_tracked_in_html(tmp_path: Path) -> None:
     table = link_table(rendered)
     assert table == ["https://example.org/it's-here"]
     html, text = track(rendered, table, PUBLIC)
-    assert f"{PUBLIC}/c/%%c0%%" in text
-    assert f'href="{PUBLIC}/c/%%c0%%"' in html, re.findall(r'href="[^"]*"', html)
+    assert f"{PUBLIC}/c/%%t%%/0" in text
+    assert f'href="{PUBLIC}/c/%%t%%/0"' in html, re.findall(r'href="[^"]*"', html)
 
 
 SAFARI_IOS = (

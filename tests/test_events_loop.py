@@ -191,7 +191,7 @@ def test_events_clean_the_list_and_the_next_campaign_skips_it(
     for request in requests_for(standin, "loop-two"):
         html, text = content(request, "text/html"), content(request, "text/plain")
         for part in (html, text):
-            assert "/o/" not in part and "/c/" not in part and "%%o%%" not in part
+            assert "/o/" not in part and "/c/" not in part and "%%t%%" not in part
         assert f'href="{LINKS[0]}"' in html and f"({LINKS[0]})" in text
         for personalization in request["personalizations"]:
             substitutions = personalization["substitutions"]
@@ -210,7 +210,7 @@ def test_tracking_off_globally_sends_plain_links(
     assert "/o/" not in html and "/c/" not in html
     assert f'href="{LINKS[0]}"' in html
     for personalization in request["personalizations"]:
-        assert "%%o%%" not in personalization["substitutions"]
+        assert "%%t%%" not in personalization["substitutions"]
 
 
 # ---------------------------------------------------------------- our own tracking
@@ -223,16 +223,16 @@ def reader_links(server: LiveServer, request: dict[str, Any], email: str) -> tup
     html = content(request, "text/html")
     text = content(request, "text/plain")
     pixels = re.findall(r'<img src="([^"]*/o/[^"]*)"', html)
-    assert pixels == [f"{server.url}/o/%%o%%.gif"]
-    positions = [int(p) for p in re.findall(re.escape(server.url) + r'/c/%%c(\d+)%%"', html)]
+    assert pixels == [f"{server.url}/o/%%t%%.gif"]
+    positions = [int(p) for p in re.findall(re.escape(server.url) + r'/c/%%t%%/(\d+)"', html)]
     assert sorted(set(positions)) == list(range(len(LINKS)))
     for position in range(len(LINKS)):  # the text part has the same tracked links
-        assert f"{server.url}/c/%%c{position}%%" in text
+        assert f"{server.url}/c/%%t%%/{position}" in text
     assert not any(url in html or url in text for url in ("https://example.org/story",))
-    pixel = pixels[0].replace("%%o%%", substitutions["%%o%%"])
-    clicks = [
-        f"{server.url}/c/{substitutions[f'%%c{position}%%']}" for position in range(len(LINKS))
-    ]
+    assert set(substitutions) == {"%%unsubscribe_url%%", "%%t%%"}  # two per reader
+    token = substitutions["%%t%%"]
+    pixel = pixels[0].replace("%%t%%", token)
+    clicks = [f"{server.url}/c/{token}/{position}" for position in range(len(LINKS))]
     return pixel, clicks
 
 

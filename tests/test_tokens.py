@@ -34,7 +34,7 @@ def test_round_trip_for_every_purpose():
     signer = Signer(["s3cret"])
     for purpose in Purpose:
         assert signer.verify(purpose, signer.sign(purpose, 42)) == 42
-    assert signer.verify(Purpose.CLICK, signer.sign(Purpose.CLICK, [7, "https://x.test/"])) == [
+    assert signer.verify(Purpose.TRACK, signer.sign(Purpose.TRACK, [7, "https://x.test/"])) == [
         7,
         "https://x.test/",
     ]

@@ -711,7 +711,7 @@ def bad_unsubscribe_tokens(server: LiveServer, subscriber_id: int) -> dict[str, 
         "truncated mac": genuine[:-4],
         "no mac": body,
         "two ids": f"{body}.{subscriber_id}.{mac}",
-        "a click token": signer.sign_ids(Purpose.CLICK, subscriber_id),
+        "a tracking token": signer.sign_ids(Purpose.TRACK, subscriber_id),
         "a confirm token": sign(server, Purpose.CONFIRM, subscriber_id),
         "another secret": Signer(["some-other-secret"]).sign_ids(
             Purpose.UNSUBSCRIBE, subscriber_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 
 from fastapi import APIRouter, Request
@@ -31,6 +32,7 @@ log = logging.getLogger("mailer.tracking")
 router = APIRouter()
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_PENDING = 200_000  # events held while the database is unreachable (about 100 MB)
+_POSITION = re.compile(r"0|[1-9][0-9]{0,5}")  # a link's place in its campaign's table
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
 
 
@@ -115,7 +117,7 @@ def _verify(request: Request, purpose: Purpose, token: str, count: int) -> tuple
 
 @router.get("/o/{token}.gif", include_in_schema=False)
 async def open_pixel(request: Request, token: str) -> Response:
-    ids = _verify(request, Purpose.OPEN, token, 2)
+    ids = _verify(request, Purpose.TRACK, token, 2)
     if ids is None:
         return _not_found(request)
     campaign_id, delivery_id = ids
@@ -134,12 +136,13 @@ async def open_pixel(request: Request, token: str) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
 
-@router.get("/c/{token}", include_in_schema=False)
-async def click(request: Request, token: str) -> Response:
-    ids = _verify(request, Purpose.CLICK, token, 3)
-    if ids is None:
+@router.get("/c/{token}/{link}", include_in_schema=False)
+async def click(request: Request, token: str, link: str) -> Response:
+    ids = _verify(request, Purpose.TRACK, token, 2)
+    if ids is None or not _POSITION.fullmatch(link):
         return _not_found(request)
-    campaign_id, delivery_id, position = ids
+    campaign_id, delivery_id = ids
+    position = int(link)
     links: LinkTables = request.app.state.links
     if campaign_id in links.tables:  # the usual case: no database work at all
         url = links.tables[campaign_id].get(position)
