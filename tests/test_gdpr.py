@@ -70,6 +70,33 @@ def test_erase_leaves_no_address_in_events(rt: Runtime, tmp_path: Path) -> None:
         assert all("example.org" not in json.dumps(d) for d in details)
         assert store.gdpr_export(session, "jo@example.org")["subscriber"] is None
         assert store.suppression_of(session, "jo@example.org") is not None
+        # Nor a delivery naming a subscriber who is gone (the ledger has no foreign keys).
+        assert session.execute(text("SELECT COUNT(*) FROM deliveries")).scalar() == 0
+
+
+@pytest.mark.parametrize("forget", [store.erase, store.remove])
+def test_a_deleted_subscriber_takes_only_their_own_deliveries(
+    rt: Runtime, tmp_path: Path, forget
+) -> None:
+    _sent_and_opened(rt, tmp_path, "jo@example.org")
+    consent = store.Consent(source="test", text="yes")
+    with rt.sessions.begin() as session:
+        store.add(session, "kim@example.org", consent, status=Status.CONFIRMED)
+    post = tmp_path / "q.md"
+    post.write_text("# Second\n\nMore.\n", "utf-8")
+    campaign, _ = create_campaign(rt, Renderer(rt.settings).render(load_post(post)), post)
+    start(rt, campaign.id, InlineQueue(rt))
+    with rt.sessions.begin() as session:
+        assert forget(session, "jo@example.org")
+        assert not forget(session, "nobody@example.org")
+    with rt.sessions() as session:
+        left = session.execute(
+            text(
+                "SELECT s.email, d.status FROM deliveries d "
+                "LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+            )
+        ).all()
+    assert [tuple(row) for row in left] == [("kim@example.org", "sent")]
 
 
 def test_an_international_domain_is_found_however_it_is_typed(rt: Runtime) -> None:
