@@ -192,7 +192,6 @@ class _Content:
     html: str
     text: str
     slug: str
-    tracked: bool  # the pixel and the links carry each reader's tracking token
 
 
 # Built once per campaign per process (the edition is frozen, so it cannot go stale).
@@ -220,7 +219,7 @@ def _content(rt: Runtime, session: Session, campaign: Campaign) -> _Content:
         text = text.replace(VIEW_PLACEHOLDER, view_url)
         if len(_contents) > 16:
             _contents.clear()
-        _contents[key] = _Content(edition.subject, html, text, edition.slug, campaign.tracking)
+        _contents[key] = _Content(edition.subject, html, text, edition.slug)
     return _contents[key]
 
 
@@ -235,7 +234,7 @@ def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Cla
             key=_key(campaign.id, c.delivery_id),
             unsubscribe_url=unsubscribe + rt.signer.sign_ids(Purpose.UNSUBSCRIBE, c.subscriber_id),
             extra=tracking_substitutions(rt.signer, campaign.id, c.delivery_id)
-            if content.tracked
+            if campaign.tracking
             else {},
         )
         for c in claimed
@@ -272,6 +271,7 @@ def _record(
         same.setdefault(written, []).append(c.delivery_id)
     singles = []
     with rt.sessions.begin() as session:
+        connection = session.connection()
         for (status, provider_id, error), ids in same.items():
             values = {
                 "status": status,
@@ -282,10 +282,9 @@ def _record(
             if len(ids) == 1:
                 singles.append({"row_id": ids[0], **values})
             else:
-                connection = session.connection()
                 connection.execute(update(_table).where(_among(connection, ids)).values(**values))
         if singles:  # by primary key; a row erased meanwhile is simply not there to update
-            session.connection().execute(_UPDATE_ONE, singles)
+            connection.execute(_UPDATE_ONE, singles)
     if untried:
         _release(rt, untried)
     return BatchResult(

@@ -107,17 +107,18 @@ def _not_found(request: Request) -> Response:
     return pages.message(pages.strings["link_invalid_title"], pages.strings["link_invalid"], 404)
 
 
-def _verify(request: Request, purpose: Purpose, token: str, count: int) -> tuple[int, ...] | None:
+def _verify(request: Request, token: str) -> tuple[int, ...] | None:
+    """The campaign and delivery a reader's tracking token names; None if it is not genuine."""
     signer: Signer = request.app.state.signer
     try:
-        return signer.verify_ids(purpose, token, count)
+        return signer.verify_ids(Purpose.TRACK, token, 2)
     except TokenError:
         return None
 
 
 @router.get("/o/{token}.gif", include_in_schema=False)
 async def open_pixel(request: Request, token: str) -> Response:
-    ids = _verify(request, Purpose.TRACK, token, 2)
+    ids = _verify(request, token)
     if ids is None:
         return _not_found(request)
     campaign_id, delivery_id = ids
@@ -138,7 +139,7 @@ async def open_pixel(request: Request, token: str) -> Response:
 
 @router.get("/c/{token}/{link}", include_in_schema=False)
 async def click(request: Request, token: str, link: str) -> Response:
-    ids = _verify(request, Purpose.TRACK, token, 2)
+    ids = _verify(request, token)
     if ids is None or not _POSITION.fullmatch(link):
         return _not_found(request)
     campaign_id, delivery_id = ids
