@@ -16,6 +16,7 @@ from html import escape
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Column,
     ColumnElement,
     any_,
     bindparam,
@@ -129,12 +130,12 @@ def _in_batch(campaign_id: int, batch: int):
     return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
 
 
-def _among(connection: Connection, ids: list[int]) -> ColumnElement[bool]:
-    """``deliveries.id IN ids``; on PostgreSQL as one array parameter, since a thousand
+def _among(connection: Connection, column: Column[int], ids: list[int]) -> ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL as one array parameter, since a thousand
     parameters cost more to render, convert and parse than the statement costs to run."""
     if connection.dialect.name == "postgresql":
-        return _table.c.id == any_(bindparam(None, ids, type_=ARRAY(BigInteger)))
-    return _table.c.id.in_(ids)
+        return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger)))
+    return column.in_(ids)
 
 
 def _key(campaign_id: int, delivery_id: int) -> str:
@@ -152,29 +153,40 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # As ARRAY(…) the locked ids are read by key; as a plain IN, PostgreSQL may
+        # hash-join them against a scan of the whole ledger (9 of 22 ms at 100k rows).
+        target = d.c.id == any_(func.array(queued))
+    else:
+        target = d.c.id.in_(queued)
     claim = (
         update(d)
-        .where(d.c.id.in_(queued))
+        .where(target)
         .values(status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=d.c.attempts + 1)
-        .returning(d.c.id)
+        .returning(d.c.id, d.c.subscriber_id)
     )
-    connection = session.connection()
-    ids = list(connection.execute(claim).scalars())
-    if not ids:
+    taken = dict(connection.execute(claim).all())  # delivery id → subscriber id
+    if not taken:
         return [], 0
+    # The readers by their own key: joining the ledger again would look every claimed
+    # row up a second time.
     suppressed = exists().where(Suppression.__table__.c.email_hash == s.c.email_hash)
-    rows = connection.execute(
-        select(d.c.id, s.c.id, s.c.email, s.c.name, s.c.status, suppressed)
-        .join(s, s.c.id == d.c.subscriber_id)
-        .where(_among(connection, ids))
-        .order_by(d.c.id)
-    ).all()
-    claimed = [
-        _Claimed(delivery_id, subscriber_id, email, name)
-        for delivery_id, subscriber_id, email, name, status, is_suppressed in rows
+    readers = {
+        subscriber_id: (email, name)
+        for subscriber_id, email, name, status, is_suppressed in connection.execute(
+            select(s.c.id, s.c.email, s.c.name, s.c.status, suppressed).where(
+                _among(connection, s.c.id, list(taken.values()))
+            )
+        )
         if status == Status.CONFIRMED and not is_suppressed
+    }
+    claimed = [
+        _Claimed(delivery_id, subscriber_id, *readers[subscriber_id])
+        for delivery_id, subscriber_id in sorted(taken.items())
+        if subscriber_id in readers
     ]
-    gone = sorted(set(ids) - {c.delivery_id for c in claimed})
+    gone = sorted(set(taken) - {c.delivery_id for c in claimed})
     if gone:
         connection.execute(
             update(d)
@@ -282,7 +294,8 @@ def _record(
             if len(ids) == 1:
                 singles.append({"row_id": ids[0], **values})
             else:
-                connection.execute(update(_table).where(_among(connection, ids)).values(**values))
+                written_together = _among(connection, _table.c.id, ids)
+                connection.execute(update(_table).where(written_together).values(**values))
         if singles:  # by primary key; a row erased meanwhile is simply not there to update
             connection.execute(_UPDATE_ONE, singles)
     if untried:

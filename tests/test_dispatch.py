@@ -460,6 +460,33 @@ def test_reader_who_unsubscribes_after_the_ledger_is_filled_is_skipped(
     assert (p.status, p.recipients, p.sent, p.skipped, p.queued) == ("sent", 10, 9, 1, 0)
 
 
+def test_address_suppressed_after_the_ledger_is_filled_is_skipped(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """The claim's own check: the subscriber is still confirmed, but the address is now on
+    the suppression list (a list imported, a complaint under another record)."""
+    audience = seed(rt, confirmed=10)
+    campaign_id = new_campaign(rt, tmp_path)
+    held = HeldQueue()
+    assert start(rt, campaign_id, held)
+    blocked = "reader07@example.org"
+    with rt.sessions.begin() as session:
+        subscriber = session.get(Subscriber, audience.eligible[blocked])
+        assert subscriber is not None
+        store.suppress(session, subscriber.email_hash, SuppressionReason.MANUAL, "test")
+
+    queue, _ = inline(rt)
+    for campaign, batches in held.handed:
+        queue.enqueue(campaign, batches)
+
+    rows = by_subscriber(rt, campaign_id)
+    assert rows[audience.eligible[blocked]].status == DeliveryState.SKIPPED
+    assert rows[audience.eligible[blocked]].error == "left the list before the send"
+    assert recipients_in_outbox(rt) == sorted(set(audience.eligible) - {blocked})
+    p = progress(rt, campaign_id)
+    assert (p.status, p.recipients, p.sent, p.skipped, p.queued) == ("sent", 10, 9, 1, 0)
+
+
 # ---------------------------------------------------------------- states
 
 
