@@ -210,3 +210,28 @@ def test_a_worker_killed_mid_campaign_loses_and_repeats_nothing(
     # have struck before or after the stand-in accepted the request).
     assert set(standin.recipients) <= audience
     assert len(audience - set(standin.recipients)) <= state.unknown
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_send_follow_watches_a_real_send_to_the_end(
+    database_url, broker, runtime, tmp_path
+) -> None:
+    """`mailer send POST --follow` as the operator runs it on Friday: the campaign goes to
+    the workers, and the command watches until they are done, then says what was sent."""
+    with SendGridStandIn(delay=0.2) as standin:
+        rt = runtime(_settings(database_url, standin))
+        audience = _seed(rt, confirmed=400, pending=10, unsubscribed=10)
+        with worker(rt.settings, tmp_path):
+            result = subprocess.run(
+                [sys.executable, "-m", "mailer", "send", str(SAMPLE_POST), "--follow"],
+                cwd=tmp_path, env={**_env(rt.settings), "COLUMNS": "200"},
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    # It returned only once every batch was done, and reports them.
+    state = progress(rt, 1)
+    assert (state.status, state.sent, state.queued, state.sending) == ("sent", 400, 0, 0)
+    assert "Campaign 1 (sent): 400 recipients — sent 400, failed 0, unknown 0" in result.stdout
+    assert set(standin.recipients) == audience
+    assert max(standin.recipients.values()) == 1

@@ -25,6 +25,9 @@ from subscribers.addresses import normalize
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
 FOLLOW_INTERVAL = 1.0
+# Watching must not slow the send: counting a million-row ledger takes 0.1–0.2 s of the
+# database, so a refresh waits at least twenty times as long as its count took.
+FOLLOW_COST_SHARE = 0.05
 
 
 @click.command()
@@ -130,11 +133,13 @@ def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
     """A live bar until the campaign stops sending."""
     with CampaignBar(title, 0) as bar:
         while True:
+            asked = time.monotonic()
             state = progress(ctx, campaign_id)
             bar.show(state)
             if state.status != "sending":
                 return
-            time.sleep(FOLLOW_INTERVAL)
+            counting = time.monotonic() - asked
+            time.sleep(max(FOLLOW_INTERVAL, counting / FOLLOW_COST_SHARE))
 
 
 def print_summary(ctx: Context, campaign_id: int) -> None:
