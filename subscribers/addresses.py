@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
 
 from mailer.errors import InvalidAddress
 
@@ -20,6 +22,10 @@ def normalize(raw: str) -> str:
         raise InvalidAddress("the email address is empty")
     if len(candidate) > MAX_LENGTH:
         raise InvalidAddress(f"the email address is longer than {MAX_LENGTH} characters")
+    return _known_domain(candidate) or _validated(candidate)
+
+
+def _validated(candidate: str) -> str:
     try:
         # ASCII only in the local part: most mail systems, ours included, cannot yet
         # deliver SMTPUTF8. Internationalised domains are kept, in their ASCII form.
@@ -27,6 +33,34 @@ def normalize(raw: str) -> str:
     except EmailNotValidError as exc:
         raise InvalidAddress(f"{candidate!r} is not a valid email address: {exc}") from exc
     return valid.ascii_email or valid.normalized
+
+
+def _known_domain(candidate: str) -> str | None:
+    """What ``_validated`` returns, without its cost, for a plain local part at a domain
+    the validator already passed: a real list has a few domains for a million readers,
+    and checking the domain is most of the validator's time (28 µs an address). None
+    when this shortcut does not apply, so the validator decides."""
+    local, _, domain = candidate.partition("@")
+    if not DOT_ATOM_TEXT.match(local):
+        return None  # quoted, empty, not ASCII, a display name: the validator's cases
+    try:
+        ascii_domain, unicode_domain = _domain(domain)
+    except EmailNotValidError:
+        return None  # the validator says why, about the whole address
+    if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
+        local = local.lower()  # RFC 2142 names, as the validator does
+    forms = (candidate, f"{local}@{unicode_domain}", f"{local}@{ascii_domain}")
+    if any(len(form.encode()) > MAX_LENGTH for form in forms):
+        return None
+    return f"{local}@{ascii_domain}"
+
+
+@lru_cache(maxsize=65536)
+def _domain(domain: str) -> tuple[str, str]:
+    """The validator's verdict on a domain (its ASCII and Unicode forms, or an error),
+    from an address whose local part it cannot object to."""
+    valid = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
+    return valid.ascii_domain, valid.domain
 
 
 def address_hash(email: str) -> str:
