@@ -18,7 +18,7 @@ import subscribers.importer
 from mailer.errors import MailerError
 from subscribers import store
 from subscribers.importer import import_csv
-from subscribers.models import Status, Subscriber
+from subscribers.models import Status, Subscriber, utcnow
 
 CONSENT = store.Consent(source="import:old-list.csv", text="Signed up at the 2025 conference")
 LONG_NAME = "x" * 201
@@ -86,7 +86,9 @@ def test_messy_file(prepared, tmp_path):
     path = tmp_path / "old-list.csv"
     path.write_bytes(MESSY)
     errors = io.StringIO()
+    before = utcnow()
     report = import_csv(path, prepared, CONSENT, tags=("imported",), errors_to=errors)
+    after = utcnow()
 
     assert (report.rows, report.added, report.existing) == (15, 4, 1)
     assert (report.duplicates, report.suppressed, report.bad) == (1, 2, 7)
@@ -118,7 +120,9 @@ def test_messy_file(prepared, tmp_path):
             assert imported.source == CONSENT.source
             assert imported.consent_source == CONSENT.source
             assert imported.consent_text == CONSENT.text
-            assert imported.consent_at is not None
+            # Stored as the moment of the import, and read back as the same aware time.
+            assert before <= imported.created_at <= after
+            assert imported.consent_at == imported.confirmed_at == imported.created_at
         # Never brought back, never touched.
         assert by_email["gone@example.com"].status == Status.UNSUBSCRIBED
         assert store.find(session, "erased@example.com") is None
