@@ -63,7 +63,7 @@ READER_PATTERN = re.compile(r"reader(\d+)@bench\.example\.org")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `tests.sendgrid_standin`, as the workers see it
+    sys.path.insert(0, str(ROOT))  # `tests.*` (the stand-in, child_env), as the workers see it
 
 
 # /proc ------------------------------------------------------------------------------
@@ -405,15 +405,6 @@ def seed(url: str, size: int) -> None:
         engine.dispose()
 
 
-def worker_env(settings: Any) -> dict[str, str]:
-    """The environment that gives a worker process these same settings (as the tests do)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    for name, value in settings.model_dump(exclude_unset=True).items():
-        env["MAILER_" + name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 def wait_ready(process: subprocess.Popen, concurrency: int, log: Path, seconds: float = 90) -> None:
     """Until the worker answers a ping and its pool has ``concurrency`` processes."""
     from celery import Celery
@@ -473,6 +464,7 @@ def run_once(
     from mailer.db import make_engine
     from mailer.dispatch import CeleryQueue, create_campaign, progress, start
     from mailer.runtime import Runtime
+    from tests.processes import child_env
     from tests.sendgrid_standin import API_KEY
 
     result = Run(size, workers)
@@ -512,7 +504,7 @@ def run_once(
                "--loglevel=WARNING"]  # fmt: skip
     with log.open("ab") as stderr:
         worker = subprocess.Popen(
-            command, cwd=folder, env=worker_env(settings), start_new_session=True,
+            command, cwd=folder, env=child_env(settings), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     cleanup.processes.append(worker)

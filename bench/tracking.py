@@ -57,6 +57,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_POST = ROOT.parent / "shared" / "posts" / "2026-02-06-ai-weekly.md"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `tests.processes`
 SCRIPT = str(Path(__file__).resolve())
 POSTGRES_ADMIN_URL = os.environ.get(
     "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -496,21 +499,19 @@ def write_paths(bench: Bench, campaign_id: int, links: int) -> tuple[Path, Path]
 
 
 def start_server(bench: Bench, settings: Any) -> None:
+    from tests.processes import child_env
+
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((bench.host, 0))
     listener.listen(2048)
     bench.port = listener.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    for name, value in settings.model_dump(exclude_unset=True).items():
-        env["MAILER_" + name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    env["PYTHONPATH"] = str(ROOT)
     log = (bench.folder / "server.log").open("wb")
     bench.server = subprocess.Popen(
         [sys.executable, SCRIPT, "--child", "server", "--fd", str(listener.fileno())],
         pass_fds=[listener.fileno()],
         cwd=bench.folder,
-        env=env,
+        env=child_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -26,7 +26,8 @@ from mailer.render import Renderer
 from mailer.runtime import Runtime
 from subscribers import store
 from subscribers.models import Status
-from tests.conftest import ROOT, SAMPLE_POST
+from tests.conftest import SAMPLE_POST
+from tests.processes import child_env
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 BROKER = "redis://127.0.0.1:6379/9"
@@ -50,15 +51,6 @@ def _settings(database_url: str, standin: SendGridStandIn, **extra: object) -> S
     )
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a worker process these same settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    for name, value in settings.model_dump(exclude_unset=True).items():
-        env["MAILER_" + name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 @contextmanager
 def worker(settings: Settings, cwd: Path, *, beat: bool = False) -> Iterator[subprocess.Popen]:
     """A real `celery -A worker worker` (two pool processes), optionally with its beat."""
@@ -68,7 +60,7 @@ def worker(settings: Settings, cwd: Path, *, beat: bool = False) -> Iterator[sub
         command += ["--beat", "--schedule", str(cwd / "beat-schedule")]
     with (cwd / "worker.log").open("ab") as log:
         process = subprocess.Popen(
-            command, cwd=cwd, env=_env(settings), start_new_session=True,
+            command, cwd=cwd, env=child_env(settings), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     try:
@@ -224,7 +216,7 @@ def test_send_follow_watches_a_real_send_to_the_end(
         with worker(rt.settings, tmp_path):
             result = subprocess.run(
                 [sys.executable, "-m", "mailer", "send", str(SAMPLE_POST), "--follow"],
-                cwd=tmp_path, env={**_env(rt.settings), "COLUMNS": "200"},
+                cwd=tmp_path, env={**child_env(rt.settings), "COLUMNS": "200"},
                 capture_output=True, text=True, timeout=180,
             )  # fmt: skip
     assert result.returncode == 0, (result.stdout, result.stderr)
