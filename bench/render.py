@@ -25,7 +25,7 @@ from mailer.config import load_settings
 from mailer.post import Post, load_post
 from mailer.render import Renderer
 
-SAMPLE_POST = Path(__file__).resolve().parents[2] / "shared" / "posts" / "2026-02-06-ai-weekly.md"
+SAMPLE_POST = Path(__file__).resolve().parents[1] / "posts" / "2026-02-06-ai-weekly.md"
 REPEAT = 20
 WARMUP = 5
 STAGES = ("Markdown", "template", "MJML", "total")

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_POST = ROOT.parent / "shared" / "posts" / "2026-02-06-ai-weekly.md"
+SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
 SCRIPT = str(Path(__file__).resolve())
 POSTGRES_ADMIN_URL = os.environ.get(
     "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -22,6 +22,7 @@ __all__ = [
     "TokenExpired",
     "TransientDeliveryError",
     "UncertainDeliveryError",
+    "UnsafeHeaderValue",
 ]
 
 
@@ -42,6 +43,16 @@ class PostError(MailerError):
         self.line = line
         where = f"{self.path}:{line}" if line else str(self.path)
         super().__init__(f"{where}: {problem}")
+
+
+class UnsafeHeaderValue(MailerError, ValueError):
+    """Text bound for a mail header that could change the message's structure (an RFC 2047
+    encoded word, a control or line-separator character, an over-long value)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
 
 
 class TemplateError(MailerError):

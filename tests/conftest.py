@@ -19,7 +19,7 @@ from mailer.db import Base, make_engine, make_sessions, upgrade
 from mailer.render import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_POST = ROOT.parent / "shared" / "posts" / "2026-02-06-ai-weekly.md"
+SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots, for a human look (gitignored)
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make browser` installs it
 CHROMIUM_ARGS = [

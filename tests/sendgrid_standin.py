@@ -1,7 +1,7 @@
 """A local stand-in for SendGrid's Mail Send API, for tests and benchmarks (loopback only).
 
 It checks every request against the official request schema
-(``../shared/sendgrid/mail_send.schema.json``) and records every recipient it
+(``tests/data/sendgrid/mail_send.schema.json``) and records every recipient it
 accepts. It can be told to answer 429 (with ``Retry-After``) or 500 at random, or
 to answer slowly, so the sending pipeline's retries can be tested for real.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 import fastjsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "sendgrid" / "mail_send.schema.json"
+# SendGrid's official schema (MIT, tests/data/sendgrid/LICENSE), copied so a clone stands alone.
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "sendgrid" / "mail_send.schema.json"
 API_KEY = "SG.test-key-for-the-local-stand-in"
 
 

@@ -1,0 +1,1 @@
+"""The public surface tried as an attacker would: each test failed before its fix."""
