@@ -33,8 +33,16 @@ from pydantic_settings import (
 )
 
 from mailer.errors import ConfigError
+from mailer.headers import check_header_text
+from mailer.language import is_language_tag
 
-__all__ = ["LOCAL_DEFAULT_SECRET", "LOCAL_DEFAULT_URL", "Settings", "load_settings"]
+__all__ = [
+    "LOCAL_DEFAULT_SECRET",
+    "LOCAL_DEFAULT_URL",
+    "MIN_SECRET_BYTES",
+    "Settings",
+    "load_settings",
+]
 
 ENV_PREFIX = "MAILER_"
 CONFIG_FILE_ENV = "MAILER_CONFIG"
@@ -42,6 +50,9 @@ DEFAULT_CONFIG_FILE = Path("mailer.toml")
 LOCAL_DEFAULT_URL = "http://127.0.0.1:8000"
 # For a laptop only: anyone can read it here, so anyone could forge links signed with it.
 LOCAL_DEFAULT_SECRET = "local-default-secret-do-not-use-in-production"
+# A short secret is found offline from one signed link (3 characters took 0.2 s):
+# 32 random bytes, as `mailer secret` prints, are out of reach.
+MIN_SECRET_BYTES = 32
 
 
 def _http_url(value: str) -> str:
@@ -52,6 +63,20 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _header_text(value: str) -> str:
+    return check_header_text(value.strip(), "a mail header")
+
+
+def _language_tag(value: str) -> str:
+    if value and not is_language_tag(value):
+        raise ValueError("must be a language tag such as en or zh-CN")
+    return value
+
+
+# Text that goes into a mail header (From, Subject): no encoded words, no line breaks.
+HeaderText = Annotated[str, AfterValidator(_header_text)]
 
 
 def _clock_time(value: str) -> str:
@@ -82,13 +107,13 @@ class Settings(BaseSettings):
     # The address of this service's web app (unsubscribe, archive, tracking links).
     public_url: HttpUrl = LOCAL_DEFAULT_URL
 
-    publication_name: str = "The Weekly"
-    sender_name: str = "The Weekly"
+    publication_name: HeaderText = "The Weekly"
+    sender_name: HeaderText = "The Weekly"
     sender_email: EmailStr = "newsletter@example.com"
     # Required by anti-spam law in most places; the linter warns while it is empty.
     postal_address: str = ""
     # Language of posts that do not say; empty means detect it from the text.
-    lang: str = ""
+    lang: Annotated[str, AfterValidator(_language_tag)] = ""
     # A web-font stylesheet (e.g. Google Fonts) and the family it defines; off by default
     # so that opening the email does not tell a font host about the reader.
     font_url: str = ""
@@ -130,7 +155,7 @@ class Settings(BaseSettings):
     # Seconds to wait for a provider's answer; a send that times out is `unknown`.
     delivery_timeout: float = Field(default=30.0, gt=0)
     # An inbox the operator reads, offered as the mailto: List-Unsubscribe target.
-    unsubscribe_mailto: str = ""
+    unsubscribe_mailto: EmailStr | Literal[""] = ""
 
     # Open pixel and click redirects (a campaign can also be sent without them).
     tracking: bool = True
@@ -182,9 +207,11 @@ class Settings(BaseSettings):
         return value
 
     def unsafe_local_defaults(self) -> list[str]:
-        """Settings still at a local default that must not face the internet."""
+        """Settings still at a local default (or a secret too short) that must not face the
+        internet."""
         unsafe = []
-        if LOCAL_DEFAULT_SECRET in self.secret_keys:
+        weak = (len(key.encode()) < MIN_SECRET_BYTES for key in self.secret_keys)
+        if LOCAL_DEFAULT_SECRET in self.secret_keys or any(weak):
             unsafe.append("MAILER_SECRET_KEYS")
         if urlsplit(self.public_url).hostname in ("127.0.0.1", "localhost", "::1"):
             unsafe.append("MAILER_PUBLIC_URL")

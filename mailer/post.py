@@ -17,6 +17,7 @@ import frontmatter
 import yaml
 
 from mailer.errors import PostError
+from mailer.language import is_language_tag
 
 __all__ = ["Post", "load_post"]
 
@@ -84,7 +85,7 @@ def load_post(path: Path | str) -> Post:
         subject=_text_field(path, meta, "subject"),
         preheader=_text_field(path, meta, "preheader") or _text_field(path, meta, "description"),
         tags=_tags(path, meta),
-        lang=_text_field(path, meta, "lang"),
+        lang=_lang(path, meta),
         canonical_url=_text_field(path, meta, "canonical_url") or _text_field(path, meta, "url"),
     )
 
@@ -157,6 +158,15 @@ def _date_field(
     if with_time and (parsed.hour, parsed.minute, parsed.second) != (0, 0, 0):
         return parsed
     return parsed.date()
+
+
+def _lang(path: Path, meta: dict[str, Any]) -> str | None:
+    lang = _text_field(path, meta, "lang")
+    if lang is not None and not is_language_tag(lang):
+        raise PostError(
+            path, f"front matter 'lang' must be a language tag such as en or zh-CN, not {lang!r}"
+        )
+    return lang
 
 
 def _tags(path: Path, meta: dict[str, Any]) -> tuple[str, ...]:

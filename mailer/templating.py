@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from mailer.errors import TemplateError
+from mailer.language import is_language_tag
 
 __all__ = ["BUILTIN_TEMPLATES", "Templates"]
 
@@ -66,7 +67,8 @@ class Templates:
         """The words around a post, for ``lang`` (``zh-TW``, then ``zh``), English filling gaps."""
         if lang not in self._strings:
             strings = dict(self._toml("strings/en.toml") or {})
-            for name in dict.fromkeys((lang.split("-")[0], lang)):
+            names = (lang.split("-")[0], lang) if is_language_tag(lang) else ()
+            for name in dict.fromkeys(names):
                 strings.update(self._toml(f"strings/{name}.toml") or {})
             self._strings[lang] = strings
         return self._strings[lang]

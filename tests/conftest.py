@@ -48,7 +48,7 @@ def settings() -> Settings:
     return load_settings(
         site_url="https://blog.example.org",
         public_url="https://mail.example.org",
-        secret_keys=["a-test-secret-nobody-else-knows"],
+        secret_keys=["a-test-secret-nobody-else-knows-32-bytes-or-more"],
     )
 
 

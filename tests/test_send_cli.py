@@ -184,7 +184,7 @@ def test_lint_errors_refuse_the_send_unless_forced(site: Path) -> None:
     "extra",
     [
         {},
-        {"MAILER_SECRET_KEYS": "a-real-secret-for-this-test"},
+        {"MAILER_SECRET_KEYS": "a-real-secret-for-this-test-long-enough"},
         {"MAILER_PUBLIC_URL": "https://mail.example.org"},
     ],
     ids=["both", "public-url", "secret"],

@@ -42,7 +42,7 @@ from subscribers.models import Status, Subscriber
 
 SENDER = "newsletter@example.com"
 REFUSED = "nosuch@example.org"
-SECRET = "test-secret-for-the-smtp-tests"
+SECRET = "test-secret-for-the-smtp-tests-long-enough"
 POST = """---
 title: SMTP weekly
 ---

@@ -774,10 +774,16 @@ def test_bad_unsubscribe_links(
     assert find(sessions, "links@example.org").status == Status.CONFIRMED  # type: ignore[union-attr]
 
 
+OLD_SECRET, NEW_SECRET = (
+    "the-old-secret-long-enough-to-be-safe",
+    "the-new-secret-long-enough-to-be-safe",
+)
+
+
 def test_links_signed_before_a_secret_rotation_still_work(
     start_server: Callable[..., LiveServer], sessions: sessionmaker
 ) -> None:
-    before = start_server(secret_keys=["the-old-secret"])
+    before = start_server(secret_keys=[OLD_SECRET])
     with httpx.Client(base_url=before.url, timeout=15) as client:
         assert subscribe_json(client, email="rotate@example.org", consent=True).status_code == 202
     subscriber = find(sessions, "rotate@example.org")
@@ -785,8 +791,8 @@ def test_links_signed_before_a_secret_rotation_still_work(
     old_confirm = confirm_link(before, before.mail()[0]).replace(before.url, "")
     old_unsubscribe = before.unsubscribe_url(subscriber.id).replace(before.url, "")
 
-    after = start_server(secret_keys=["the-new-secret", "the-old-secret"])
-    retired = start_server(secret_keys=["the-new-secret"])
+    after = start_server(secret_keys=[NEW_SECRET, OLD_SECRET])
+    retired = start_server(secret_keys=[NEW_SECRET])
     with httpx.Client(base_url=after.url, timeout=15) as client:
         assert page_title(client.get(old_confirm)) == "You are subscribed"
         assert page_title(client.get(old_unsubscribe)) == "Unsubscribe"

@@ -31,7 +31,7 @@ from tests.processes import child_env
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 BROKER = "redis://127.0.0.1:6379/9"
-SECRET = "test-secret-for-worker-tests"
+SECRET = "test-secret-for-worker-tests-long-enough"
 
 
 def _settings(database_url: str, standin: SendGridStandIn, **extra: object) -> Settings:

@@ -43,7 +43,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from mailer.cli import campaigns, db, demo, preview, send, serve, stats, subscribers
+    from mailer.cli import campaigns, db, demo, preview, secret, send, serve, stats, subscribers
 
     for command in (
         demo.demo,
@@ -54,6 +54,7 @@ def _register() -> None:
         subscribers.subscribers,
         serve.serve,
         db.db,
+        secret.secret,
     ):
         main.add_command(command)
 

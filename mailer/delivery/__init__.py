@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from mailer.config import LOCAL_DEFAULT_SECRET, Settings
+from mailer.config import MIN_SECRET_BYTES, Settings
 from mailer.errors import ConfigError
 from mailer.message import Batch
 
@@ -36,12 +36,14 @@ class Backend(Protocol):
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend ``MAILER_BACKEND`` names; a real one refuses the published local secret,
-    with which anyone could forge every reader's unsubscribe and tracking links."""
-    if settings.backend != "outbox" and LOCAL_DEFAULT_SECRET in settings.secret_keys:
+    """The backend ``MAILER_BACKEND`` names; a real one refuses the published local secret
+    or a short one, with which anyone could forge every reader's unsubscribe and tracking
+    links."""
+    if settings.backend != "outbox" and "MAILER_SECRET_KEYS" in settings.unsafe_local_defaults():
         raise ConfigError(
-            f"MAILER_SECRET_KEYS is the published local default: set a long random secret "
-            f"of your own before sending through {settings.backend}"
+            f"MAILER_SECRET_KEYS is the published local default or shorter than "
+            f"{MIN_SECRET_BYTES} bytes: set a secret from `mailer secret` before sending "
+            f"through {settings.backend}"
         )
     if settings.backend == "sendgrid":
         from mailer.delivery.sendgrid import SendGridBackend

@@ -1,0 +1,82 @@
+"""Settings and posts as an attacker (or a careless operator) would write them."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import main
+from mailer.config import MIN_SECRET_BYTES, load_settings
+from mailer.delivery import make_backend
+from mailer.errors import ConfigError, PostError
+from mailer.post import load_post
+from mailer.templating import Templates
+
+PUBLIC = {"public_url": "https://mail.example.org"}
+
+
+@pytest.mark.parametrize("secret", ["abc", "x" * (MIN_SECRET_BYTES - 1), "密" * 10])
+def test_a_short_secret_is_refused_wherever_local_defaults_are(secret: str) -> None:
+    settings = load_settings(secret_keys=[secrets.token_urlsafe(32), secret], **PUBLIC)
+    assert "MAILER_SECRET_KEYS" in settings.unsafe_local_defaults()
+    backend = load_settings(
+        secret_keys=[secret], backend="sendgrid", sendgrid_api_key="SG.x", **PUBLIC
+    )
+    with pytest.raises(ConfigError, match=f"shorter than {MIN_SECRET_BYTES} bytes"):
+        make_backend(backend)
+
+
+def test_a_secret_from_mailer_secret_is_accepted() -> None:
+    result = CliRunner().invoke(main, ["secret"])
+    assert result.exit_code == 0, result.output
+    printed = result.output.strip()
+    assert len(printed) >= MIN_SECRET_BYTES and printed.isascii() and "," not in printed
+    assert printed != CliRunner().invoke(main, ["secret"]).output.strip()
+    settings = load_settings(secret_keys=[printed], **PUBLIC)
+    assert settings.unsafe_local_defaults() == []
+
+
+ATTACK = "=?utf-8?q?X=0D=0AReply-To:_a@attacker.example?="
+
+
+@pytest.mark.parametrize("field", ["sender_name", "publication_name"])
+@pytest.mark.parametrize("value", [ATTACK, "The\r\nBcc: all@example.org", "Weekly\x00", "A\u2028B"])
+def test_header_settings_refuse_what_would_change_a_header(field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_settings(**{field: value})
+
+
+def test_unsubscribe_mailto_must_be_an_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_UNSUBSCRIBE_MAILTO", "x@example.org>, <https://evil.example/")
+    with pytest.raises(ConfigError, match="MAILER_UNSUBSCRIBE_MAILTO"):
+        load_settings()
+    monkeypatch.setenv("MAILER_UNSUBSCRIBE_MAILTO", "leave@example.org")
+    assert load_settings().unsubscribe_mailto == "leave@example.org"
+
+
+@pytest.mark.parametrize("lang", ["../../../etc/x", "/tmp/evil", "en/../../x", "zh CN", "e"])
+def test_a_post_lang_must_be_a_language_tag(write_post, lang: str) -> None:
+    path = write_post(f"---\ntitle: T\nlang: '{lang}'\n---\nBody text.\n")
+    with pytest.raises(PostError, match="'lang' must be a language tag"):
+        load_post(path)
+
+
+def test_a_lang_never_loads_a_file_outside_the_strings(tmp_path: Path) -> None:
+    """Defence in depth: even handed a path, the templates read only strings/<tag>.toml."""
+    (tmp_path / "evil.toml").write_text('unsubscribe = "pwned"\n', "utf-8")
+    strings_dir = tmp_path / "templates" / "strings"
+    strings_dir.mkdir(parents=True)
+    templates = Templates(tmp_path / "templates")
+    assert templates.strings("../../evil")["unsubscribe"] != "pwned"
+    assert templates.strings("zh-CN")["unsubscribe"] == templates.strings("zh")["unsubscribe"]
+    with pytest.raises(ConfigError, match="lang"):
+        load_settings(lang="../../evil")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN", "zh-Hant-TW", "sr-Latn", "de-CH-1996"])
+def test_real_language_tags_are_accepted(write_post, lang: str) -> None:
+    path = write_post(f"---\ntitle: T\nlang: {lang}\n---\nBody text.\n")
+    assert load_post(path).lang == lang
