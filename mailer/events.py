@@ -5,12 +5,14 @@ the same ``Event``; they are stored once (a provider's event id is unique, so it
 retries and duplicates change nothing) with the raw payload kept. Bounces,
 complaints and unsubscribes take the address off the list at once, and a
 ``processed`` or ``delivered`` event settles a delivery whose outcome was unknown.
+A provider's event counts for a delivery only if it names that delivery's address.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,10 +26,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from mailer.campaign import Delivery, DeliveryState
 from mailer.db import Base, Id, UTCDateTime
 from subscribers import store
-from subscribers.addresses import address_hash
+from subscribers.addresses import address_hash, lookup_hash
 from subscribers.models import Status, Subscriber
 
-__all__ = ["Event", "EventKind", "EventRecord", "apply", "record", "settle_unknown"]
+__all__ = ["Event", "EventKind", "EventRecord", "addressed", "apply", "record", "settle_unknown"]
+
+log = logging.getLogger("mailer.events")
 
 
 class EventKind(enum.StrEnum):
@@ -75,6 +79,38 @@ class EventRecord(Base):
     source: Mapped[str] = mapped_column(String(16))
     provider_event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def addressed(session: Session, events: Sequence[Event]) -> list[Event]:
+    """``events`` less those naming one of our deliveries with another campaign or address
+    than it was sent to (logged): a delivery id alone must not let an event unsubscribe,
+    or settle the delivery of, another reader. Addresses compare normalised, in any case.
+    """
+    ids = {e.delivery_id for e in events if e.delivery_id is not None}
+    if not ids:
+        return list(events)
+    sent: dict[int | None, tuple[int, str]] = {
+        delivery_id: (campaign_id, email_hash)
+        for delivery_id, campaign_id, email_hash in session.execute(
+            select(Delivery.id, Delivery.campaign_id, Subscriber.email_hash)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.id.in_(ids))
+        )
+    }
+    kept = []
+    for event in events:
+        to = sent.get(event.delivery_id)
+        if to is None or to == (event.campaign_id, lookup_hash(event.email)):
+            kept.append(event)
+        else:
+            log.warning(
+                "%s %s event ignored: delivery %s was not sent to its address in campaign %s",
+                event.source,
+                event.kind,
+                event.delivery_id,
+                event.campaign_id,
+            )
+    return kept
 
 
 def record(session: Session, events: Sequence[Event]) -> list[Event]:

@@ -1,8 +1,10 @@
 """``POST /webhooks/sendgrid``: SendGrid's signed events, verified before anything is read.
 
-Unsigned, forged, replayed-too-late or keyless requests get 403 and change nothing.
-A verified batch is stored once per event (SendGrid retries and repeats) and
-applied: bounces and complaints suppress, unknown deliveries settle.
+Unsigned, forged, replayed-too-late or keyless requests get 403 and change nothing;
+without a key or a signature header, or with a Content-Length over the cap, they are
+refused before their body is read. A verified batch is stored once per event (SendGrid
+retries and repeats) and applied: bounces and complaints suppress, unknown deliveries
+settle. Events naming a delivery that went to another address are ignored.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mailer.events import Event, apply, record
+from mailer.events import Event, addressed, apply, record
 from mailer.webhooks.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -29,18 +31,15 @@ MAX_BODY = 20 * 1024 * 1024  # SendGrid posts batches of events; this is far abo
 @router.post("/webhooks/sendgrid", include_in_schema=False)
 async def sendgrid_events(request: Request) -> JSONResponse:
     webhook: SendGridWebhook = request.app.state.sendgrid_webhook
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "the request is too large"}, 413)
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    now = utcnow()
     try:
-        webhook.verify(
-            body,
-            request.headers.get(SIGNATURE_HEADER, ""),
-            request.headers.get(TIMESTAMP_HEADER, ""),
-            utcnow(),
-        )
+        webhook.check_headers(signature, timestamp, now)
+        body = await _body(request)
+        if body is None:
+            return JSONResponse({"error": "the request is too large"}, 413)
+        webhook.verify(body, signature, timestamp, now)
     except WebhookRefused as exc:
         return JSONResponse({"error": str(exc)}, 403)
     try:
@@ -51,9 +50,23 @@ async def sendgrid_events(request: Request) -> JSONResponse:
     return JSONResponse({"received": len(events), "new": new})
 
 
+async def _body(request: Request) -> bytes | None:
+    """The body, or None if it is over ``MAX_BODY``: refused on its Content-Length before
+    any of it is read, or as soon as more than that has come."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
+
+
 def _ingest(request: Request, events: list[Event]) -> int:
     settings = request.app.state.settings
     with request.app.state.sessions.begin() as session:
-        new = record(session, events)
+        new = record(session, addressed(session, events))
         apply(session, new, settings.soft_bounce_limit)
     return len(new)
