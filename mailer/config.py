@@ -132,8 +132,9 @@ class Settings(BaseSettings):
     resend_confirmation_minutes: int = Field(default=10, ge=0)
     # Per client IP, in the syntax of the `limits` package ("5/minute", "20 per hour").
     subscribe_rate_limit: str = "5/minute"
-    # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*").
-    trusted_proxies: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs or networks); empty:
+    # none, the connecting address is the client's. Set it only to your own proxy's address.
+    trusted_proxies: str = ""
 
     database_url: str = "sqlite:///mailer.db"
     # Empty: tasks run inline in the calling process (the embedded default).

@@ -1,9 +1,9 @@
 """Opting in and out: subscribe, the confirmation email, confirm, unsubscribe.
 
 Whatever the address's state, ``subscribe`` reports an outcome to the caller but
-the web app answers every visitor the same way, so nobody can learn from the form
-whether an address is on the list. Suppressed addresses are never mailed, not even
-a confirmation: their attempt is recorded for the operator instead.
+the web app answers every visitor the same way, before calling it, so nobody can
+learn from the form whether an address is on the list. Suppressed addresses are
+never mailed, not even a confirmation: their attempt is recorded for the operator.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ Outcome = Literal["pending", "confirmed", "already_confirmed", "resent", "rate_l
 class SubscribeOutcome:
     outcome: Outcome
     email: str
-    # With ``defer``: the subscriber whose confirmation email the caller must send.
-    to_confirm: Subscriber | None = None
 
 
 class OptIn:
@@ -54,14 +52,11 @@ class OptIn:
         self.renderer = renderer
         self.lang = settings.lang or "en"
 
-    def subscribe(
-        self, email: str, consent: store.Consent, name: str = "", *, defer: bool = False
-    ) -> SubscribeOutcome:
+    def subscribe(self, email: str, consent: store.Consent, name: str = "") -> SubscribeOutcome:
         """Handle a request to join; raises ``InvalidAddress`` for an unusable address.
 
         The confirmation email goes out after the transaction commits, so its link
-        never names a subscriber that was rolled back; with ``defer`` the caller sends
-        it (the web app, after answering).
+        never names a subscriber that was rolled back.
         """
         email = normalize(email)
         status = Status.PENDING if self.settings.double_opt_in else Status.CONFIRMED
@@ -79,11 +74,8 @@ class OptIn:
             if result.outcome == "exists" and not self._may_resend(subscriber):
                 return SubscribeOutcome("rate_limited", email)
             subscriber.confirmation_sent_at = utcnow()
-        outcome: Outcome = "pending" if result.outcome == "added" else "resent"
-        if defer:
-            return SubscribeOutcome(outcome, email, to_confirm=subscriber)
         self.send_confirmation(subscriber)
-        return SubscribeOutcome(outcome, email)
+        return SubscribeOutcome("pending" if result.outcome == "added" else "resent", email)
 
     def _may_resend(self, subscriber: Subscriber) -> bool:
         sent = subscriber.confirmation_sent_at
@@ -111,17 +103,24 @@ class OptIn:
         token = self.signer.sign_ids(Purpose.UNSUBSCRIBE, subscriber_id)
         return f"{self.settings.public_url}/unsubscribe/{token}"
 
+    def subscriber_to_confirm(self, token: str) -> Subscriber:
+        """The subscriber a confirmation token names, for the page that asks to confirm;
+        ``TokenError`` where ``confirm`` would raise it."""
+        with self.sessions() as session:
+            return _still_joining(_subscriber(session, self._confirm_id(token)))
+
     def confirm(self, token: str) -> Subscriber:
         """Confirm the subscriber a confirmation token names; ``TokenError`` if it cannot."""
-        max_age = self.settings.confirm_link_days * 86400
-        subscriber_id = self.signer.verify(Purpose.CONFIRM, token, max_age=max_age)
+        subscriber_id = self._confirm_id(token)
         with self.sessions.begin() as session:
-            subscriber = _subscriber(session, subscriber_id)
+            subscriber = _still_joining(_subscriber(session, subscriber_id))
             if subscriber.status == Status.PENDING:
                 store.confirm(session, subscriber)
-            elif subscriber.status != Status.CONFIRMED:
-                raise TokenError("this address has left the list; subscribe again")
             return subscriber
+
+    def _confirm_id(self, token: str) -> object:
+        max_age = self.settings.confirm_link_days * 86400
+        return self.signer.verify(Purpose.CONFIRM, token, max_age=max_age)
 
     def subscriber_for_unsubscribe(self, token: str) -> Subscriber:
         """The subscriber an unsubscribe token names, for the page that asks to confirm."""
@@ -136,6 +135,12 @@ class OptIn:
             subscriber = _subscriber(session, subscriber_id)
             store.unsubscribe(session, subscriber, how)
             return subscriber
+
+
+def _still_joining(subscriber: Subscriber) -> Subscriber:
+    if subscriber.status not in (Status.PENDING, Status.CONFIRMED):
+        raise TokenError("this address has left the list; subscribe again")
+    return subscriber
 
 
 def _subscriber(session: Session, subscriber_id: object) -> Subscriber:

@@ -3,8 +3,8 @@
 The live server (tests/live_server.py) serves the real app on SQLite; Chromium fills the
 form as a person would (labels, checkbox, the Subscribe button, the CSRF cookie it was
 given), the confirmation email is read from the outbox and its link opened in the same
-browser. Screenshots at 375 px go to tests/artifacts/ (gitignored) for a human look, and
-no page may scroll sideways on that screen.
+browser, where the page's button confirms. Screenshots at 375 px go to tests/artifacts/
+(gitignored) for a human look, and no page may scroll sideways on that screen.
 """
 
 from __future__ import annotations
@@ -142,6 +142,16 @@ def test_subscribe_confirm_unsubscribe_in_chromium(
         assert mail[0]["To"].addresses[0].addr_spec == ADDRESS
         assert mail[0]["To"].addresses[0].display_name == "Margaret"
         page.goto(confirm_link(server, mail[0]), wait_until="load")
+        assert heading(page) == "Confirm your subscription"
+        assert f"Subscribe {ADDRESS} to The Weekly?" in page.locator("main").inner_text()
+        screenshot(page, "subscribe-confirm-375.png")
+        layout["confirm"] = sideways(page)
+        with sessions() as session:
+            assert store.find(session, ADDRESS).status == Status.PENDING  # type: ignore[union-attr]
+        with page.expect_response(lambda r: r.request.method == "POST") as posted:
+            page.get_by_role("button", name="Yes, subscribe me").click()
+        assert posted.value.status == 200
+        page.wait_for_load_state("load")
         assert heading(page) == "You are subscribed"
         screenshot(page, "subscribe-confirmed-375.png")
         layout["confirmed"] = sideways(page)

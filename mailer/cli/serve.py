@@ -31,7 +31,9 @@ def serve(ctx: Context, host: str, port: int) -> None:
         app,
         host=host,
         port=port,
-        proxy_headers=True,
+        # X-Forwarded-For only from the proxies the operator named: from anyone else it
+        # would let a client pick its own address (and so its own rate limit).
+        proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies,
         log_level="info",
     )

@@ -5,7 +5,7 @@ an OpenAPI schema for free, and underneath it is Starlette, fast enough for the
 tracking endpoints to come. ``create_app`` is the only place the app's parts are
 built; routes reach them through ``request.app.state``. Every app serves the
 reader pages, the tracking endpoints, the SendGrid webhook, the archive and the
-stats pages.
+stats pages, each answer with the security headers of ``guards.SecurityHeaders``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mailer.errors import ConfigError
 from mailer.render import Renderer
 from mailer.tokens import Signer
 from mailer.web import archive, stats, subscribe, tracking, webhooks
-from mailer.web.guards import AfterResponse, RateLimiter
+from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
 from mailer.web.pages import Pages
 from mailer.web.tracking import EventBuffer, LinkTables
 from mailer.webhooks.sendgrid import SendGridWebhook
@@ -64,7 +64,15 @@ def create_app(settings: Settings) -> FastAPI:
         events.close()  # write what the last requests recorded
         engine.dispose()
 
-    app = FastAPI(title=settings.publication_name, docs_url=None, redoc_url=None, lifespan=lifespan)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header.
+    app = FastAPI(
+        title=settings.publication_name,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.signer = signer
@@ -74,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.pages = Pages(renderer.templates, settings)
     app.state.optin = OptIn(settings, sessions, signer, make_backend(settings), renderer)
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
+    app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")
     app.state.sendgrid_webhook = SendGridWebhook(
         settings.sendgrid_webhook_key, settings.webhook_replay_seconds
     )

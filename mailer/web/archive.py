@@ -15,6 +15,12 @@ from mailer.campaign import Campaign, CampaignState
 __all__ = ["router"]
 
 router = APIRouter()
+# An edition is email HTML: its <style> blocks and style attributes, images and a web font
+# from anywhere, as in a mail client; still no script, no frame, no form.
+EDITION_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 # Every edition that went out, even in part: its readers follow "view in browser".
 _published = Campaign.started_at.is_not(None) & Campaign.status.in_(
     (
@@ -54,4 +60,4 @@ def edition(request: Request, slug: str) -> Response:
     html, _text = campaign.frozen_edition().personalize(
         unsubscribe_url=f"{public_url}/subscribe", view_url=f"{public_url}/archive/{slug}"
     )
-    return HTMLResponse(html)
+    return HTMLResponse(html, headers={"Content-Security-Policy": EDITION_CSP})

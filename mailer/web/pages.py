@@ -31,9 +31,7 @@ class Pages:
             **context,
         )
         response = HTMLResponse(html, status_code=status_code)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"  # tokens are in our URLs
+        response.headers["Cache-Control"] = "no-store"  # the security headers: SecurityHeaders
         return response
 
     def message(self, title: str, text: str, status_code: int = 200) -> HTMLResponse:

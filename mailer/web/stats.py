@@ -1,53 +1,111 @@
-"""``GET /stats/{campaign}``: a campaign's numbers and chart, read-only, behind a token.
+"""``/stats/{campaign}``: a campaign's numbers and chart, read-only, behind a token.
 
-The token is ``MAILER_STATS_TOKEN``, given as ``?token=`` or as the password of HTTP
-basic auth; without the setting the pages do not exist.
+The token is ``MAILER_STATS_TOKEN``; without the setting the pages do not exist. Scripts
+send it as ``Authorization: Bearer``; people type it into the page's form, which sets an
+HttpOnly, SameSite=Strict cookie. Never in the URL, where access logs and browser history
+keep it. Failed attempts are limited per client address.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import hmac
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
 from mailer.errors import MailerError
 from mailer.stats import campaign_stats, chart_svg
+from mailer.web.guards import RateLimiter, client_ip, read_body
 
-__all__ = ["router"]
+__all__ = ["FAILED_LOGINS", "router"]
 
 router = APIRouter()
+FAILED_LOGINS = "10/minute"  # per client address: guessing a long token takes forever
+COOKIE = "mailer_stats"
+MAX_ID = 2**63 - 1  # the id column's range (BIGINT): larger numbers name nothing
 
 
-def _allowed(request: Request, token: str) -> bool:
-    offered = request.query_params.get("token", "")
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            offered = base64.b64decode(header[6:]).decode().partition(":")[2]
-        except (binascii.Error, ValueError):  # not base64, not ASCII, not UTF-8
-            offered = ""
-    return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
+def _session(token: str) -> str:
+    """The cookie's value: derived from the token, so the browser never holds the token
+    itself and changing MAILER_STATS_TOKEN signs everyone out."""
+    return hmac.new(token.encode(), b"mailer stats session", hashlib.sha256).hexdigest()
+
+
+def _same(offered: str, expected: str) -> bool:
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def _not_found(request: Request) -> Response:
+    pages = request.app.state.pages
+    return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
+
+
+def _login(request: Request, status: int = 401, error: str = "") -> Response:
+    """The sign-in form; a 401 names the scheme scripts use (browsers do not prompt for it)."""
+    response = request.app.state.pages.render("stats_login", status, error=error)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="mailer stats"'
+    return response
+
+
+def _signed_in(request: Request, token: str) -> bool | None:
+    """Whether the request carries the token (as a Bearer header, or the form's cookie);
+    None when it offers nothing at all."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, offered = header.partition(" ")
+        return scheme.lower() == "bearer" and _same(offered.strip(), token)
+    cookie = request.cookies.get(COOKIE)
+    return None if cookie is None else _same(cookie, _session(token))
 
 
 @router.get("/stats/{campaign_id}", include_in_schema=False)
 def stats_page(request: Request, campaign_id: int) -> Response:
-    pages = request.app.state.pages
     token = request.app.state.settings.stats_token
-    if not token:
-        return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
-    if not _allowed(request, token):
-        return Response(
-            "stats: sign in with the stats token as password",
-            401,
-            headers={"WWW-Authenticate": 'Basic realm="mailer stats"'},
-        )
+    if not token or not 0 < campaign_id <= MAX_ID:
+        return _not_found(request)
+    signed_in = _signed_in(request, token)
+    if signed_in is None:
+        return _login(request)
+    limit: RateLimiter = request.app.state.stats_limit
+    if limit.spent(client_ip(request)):  # even the right token: no guess counts past it
+        return _login(request, 429, request.app.state.pages.strings["too_many"])
+    if not signed_in:
+        limit.allow(client_ip(request))
+        return _login(request)
     try:
         with request.app.state.sessions() as session:
             stats = campaign_stats(session, campaign_id)
     except MailerError:
-        return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
-    return pages.render("stats", stats=stats, chart=Markup(chart_svg(stats.timeline)))
+        return _not_found(request)
+    chart = Markup(chart_svg(stats.timeline))
+    return request.app.state.pages.render("stats", stats=stats, chart=chart)
+
+
+@router.post("/stats/{campaign_id}", include_in_schema=False)
+async def stats_login(request: Request, campaign_id: int) -> Response:
+    """The page's form: the right token sets the cookie and goes back to the page."""
+    settings = request.app.state.settings
+    if not settings.stats_token or not 0 < campaign_id <= MAX_ID:
+        return _not_found(request)
+    limit: RateLimiter = request.app.state.stats_limit
+    if limit.spent(client_ip(request)):
+        return _login(request, 429, request.app.state.pages.strings["too_many"])
+    body = await read_body(request)
+    fields = parse_qs((body or b"").decode("utf-8", "replace"))
+    if not _same(fields.get("token", [""])[0], settings.stats_token):
+        limit.allow(client_ip(request))
+        return _login(request, 401, "That is not the stats token.")
+    response = RedirectResponse(f"/stats/{campaign_id}", 303)  # relative: not from Host
+    response.set_cookie(
+        COOKIE,
+        _session(settings.stats_token),
+        path="/stats",
+        httponly=True,
+        samesite="strict",
+        secure=settings.public_url.startswith("https:"),
+    )
+    return response

@@ -1,7 +1,8 @@
-"""Subscribe (HTML form and JSON API), confirm, and unsubscribe (page, button and one-click).
+"""Subscribe (HTML form and JSON API), confirm and unsubscribe (each a page, then a button).
 
 Every subscribe request that passes the guards gets the same answer, whatever the
-address's state, so the form cannot be used to learn who is on the list.
+address's state, so the form cannot be used to learn who is on the list; and it gets
+it before the store is touched, so the time it takes tells nothing either.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mailer.errors import InvalidAddress, TokenError, TokenExpired
+from mailer.errors import InvalidAddress, TokenError, TokenExpired, UnsafeHeaderValue
+from mailer.headers import check_header_text
 from mailer.web.guards import (
     CSRF_COOKIE,
     MAX_BODY,
@@ -22,9 +24,11 @@ from mailer.web.guards import (
     client_ip,
     csrf_ok,
     new_csrf_token,
+    read_body,
 )
 from mailer.web.pages import Pages
-from subscribers.addresses import MAX_LENGTH
+from subscribers.addresses import MAX_LENGTH, normalize
+from subscribers.models import Status
 from subscribers.optin import OptIn
 from subscribers.store import Consent
 
@@ -32,6 +36,8 @@ __all__ = ["router"]
 
 router = APIRouter()
 MAX_NAME = 200
+# The fields a JSON body may hold a wrong type in, and the message that says so.
+_FIELD_ERRORS = {"email": "invalid_email", "name": "name_invalid", "consent": "consent_required"}
 
 
 class _BadRequest(Exception):
@@ -86,11 +92,12 @@ async def subscribe(request: Request) -> Response:
             return _accepted(request, is_json, str(data.get("email", "")))
         if not request.app.state.subscribe_limit.allow(client_ip(request)):
             raise _BadRequest(429, "too_many")
-        email, name = str(data.get("email", "")).strip(), str(data.get("name", "")).strip()
-        if len(email) > MAX_LENGTH:
-            raise _BadRequest(400, "invalid_email", "email")
-        if len(name) > MAX_NAME:
-            raise _BadRequest(400, "name_too_long", "name")
+        email = str(data.get("email", "")).strip()
+        try:
+            normalize(email)
+        except InvalidAddress as exc:
+            raise _BadRequest(400, "invalid_email", "email") from exc
+        name = _name(str(data.get("name", "")))
         if data.get("consent") not in (True, "yes", "on"):
             raise _BadRequest(400, "consent_required", "consent")
         consent = Consent(
@@ -99,16 +106,11 @@ async def subscribe(request: Request) -> Response:
             ip=client_ip(request),
             user_agent=request.headers.get("user-agent", ""),
         )
-        optin = _optin(request)
-        try:
-            outcome = await run_in_threadpool(optin.subscribe, email, consent, name, defer=True)
-        except InvalidAddress as exc:
-            raise _BadRequest(400, "invalid_email", "email") from exc
         response = _accepted(request, is_json, email)
-        if outcome.to_confirm is not None:
-            # After the answer: a new address and a known one take the same time to answer.
-            after: AfterResponse = request.app.state.after_response
-            response.background = after.task(optin.send_confirmation, outcome.to_confirm)
+        # The store and the confirmation email after the answer: a new address (an INSERT
+        # and a commit) and a known one take the same time to answer.
+        after: AfterResponse = request.app.state.after_response
+        response.background = after.task(_optin(request).subscribe, email, consent, name)
         return response
     except _BadRequest as bad:
         if is_json:  # a field the client got wrong is 422, as FastAPI's own validation says
@@ -118,22 +120,38 @@ async def subscribe(request: Request) -> Response:
         return _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
 
 
-async def _read(request: Request, is_json: bool) -> dict[str, Any]:
-    """The request's fields, from a urlencoded form or a JSON object, within MAX_BODY."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise _BadRequest(413, "too_large")
+def _name(typed: str) -> str:
+    """The name without surrounding spaces; refused if it could not go into the To header of
+    the confirmation email as it is (an encoded word, a control character, too long)."""
+    name = typed.strip(" ")
     try:
-        if is_json:
-            data = json.loads(body or b"{}")
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            return data
-        return {key: values[0] for key, values in parse_qs(body.decode("utf-8")).items()}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _BadRequest(400, "invalid_email") from exc
+        return check_header_text(name, "name", MAX_NAME)
+    except UnsafeHeaderValue as exc:
+        key = "name_too_long" if len(name) > MAX_NAME else "name_invalid"
+        raise _BadRequest(400, key, "name") from exc
+
+
+async def _read(request: Request, is_json: bool) -> dict[str, Any]:
+    """The request's fields, from a urlencoded form or a flat JSON object, within MAX_BODY."""
+    body = await read_body(request)
+    if body is None:
+        raise _BadRequest(413, "too_large")
+    if not is_json:
+        try:
+            return {key: values[0] for key, values in parse_qs(body.decode("utf-8")).items()}
+        except UnicodeDecodeError as exc:  # an old browser's form, a non-UTF-8 address in it
+            raise _BadRequest(400, "invalid_email") from exc
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's depth
+        raise _BadRequest(400, "invalid_request") from exc
+    if not isinstance(data, dict):
+        raise _BadRequest(400, "invalid_request")
+    for key, value in data.items():  # text and true/false only: nothing nested
+        if not isinstance(value, str | bool):
+            field = key if key in _FIELD_ERRORS else ""
+            raise _BadRequest(400, _FIELD_ERRORS.get(key, "invalid_request"), field)
+    return data
 
 
 def _accepted(request: Request, is_json: bool, email: str) -> Response:
@@ -145,7 +163,21 @@ def _accepted(request: Request, is_json: bool, email: str) -> Response:
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(request: Request, token: str) -> HTMLResponse:
+    """Ask first: mail scanners fetch every link, and a GET must not confirm."""
+    pages = _pages(request)
+    try:
+        subscriber = _optin(request).subscriber_to_confirm(token)
+    except TokenError as exc:
+        return _bad_link(pages, exc)
+    if subscriber.status == Status.CONFIRMED:
+        return pages.message(pages.strings["confirmed_title"], pages.strings["confirmed"])
+    return pages.render("confirm", email=subscriber.email)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(request: Request, token: str) -> HTMLResponse:
+    """The page's button; no cookie or CSRF token, as the link's token is the secret."""
     pages = _pages(request)
     try:
         _optin(request).confirm(token)
