@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from mailer.config import Settings
 from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
+from mailer.headers import header_text_problem
 from mailer.textwidth import display_width
 
 __all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]
@@ -48,6 +49,7 @@ def lint(edition: Edition, settings: Settings) -> list[Finding]:
     for src, alt in scanner.images:
         findings.extend(_check_image(src, alt))
 
+    findings.extend(_check_header_text(edition))
     width = display_width(edition.subject)
     if width > SUBJECT_WIDTH:
         message = f"the subject is {width} columns wide; phones show about {SUBJECT_WIDTH}"
@@ -61,6 +63,24 @@ def lint(edition: Edition, settings: Settings) -> list[Finding]:
         )
         findings.append(Finding("warning", "no-postal-address", message))
     return findings
+
+
+def _check_header_text(edition: Edition) -> list[Finding]:
+    """The subject becomes the Subject header, where an encoded word or a control character
+    could forge headers (CVE-2024-6923) and every backend refuses it; the preheader, the
+    inbox's line after it, is held to the same rule."""
+    found = []
+    # Without a front-matter subject the title is the subject.
+    origin = "the front matter's 'subject'" if edition.subject != edition.title else "the title"
+    problem = header_text_problem(edition.subject)
+    if problem:
+        message = f"{origin} {problem}: it becomes the Subject header; write plain text"
+        found.append(Finding("error", "unsafe-subject", message))
+    problem = header_text_problem(edition.preheader)
+    if problem:
+        message = f"the preheader {problem}: write plain text"
+        found.append(Finding("error", "unsafe-preheader", message))
+    return found
 
 
 def _check_link(href: str) -> list[Finding]:

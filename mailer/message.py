@@ -2,22 +2,41 @@
 
 Backends translate a Batch into their own terms (a SendGrid request with
 personalizations, an SMTP session, files in an outbox). What every reader's copy
-must carry — their own links, the list headers, a stable Message-ID — is decided
-here, once, not in each backend.
+must carry — their own links, the list headers, a unique Message-ID — is decided
+here, once, not in each backend. So is what may not go out: text bound for a header
+is checked again here (names stored before they were checked at the door, settings
+changed by hand), and the serialized header block is verified, because the ``email``
+package of Python before 3.11.10 / 3.12.5 (CVE-2024-6923) can write a header of its own
+out of a display name.
 """
 
 from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from html import escape
 
 from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
+from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
+from mailer.headers import check_header_text
 
-__all__ = ["Batch", "Envelope", "Sender", "list_headers", "to_mime"]
+__all__ = [
+    "Batch",
+    "Envelope",
+    "Sender",
+    "check_batch",
+    "list_headers",
+    "reader_name",
+    "to_bytes",
+    "to_mime",
+    "verify_header_block",
+]
 
 
 @dataclass(frozen=True)
@@ -36,8 +55,8 @@ class Envelope:
 
     email: str
     name: str
-    # Stable for this reader and this content (a delivery id): the Message-ID and the
-    # provider's custom argument are made from it, never from the address.
+    # This reader's copy of this content (a delivery id), unique in this database: the
+    # Message-ID and the provider's custom argument are made from it, never from the address.
     key: str
     unsubscribe_url: str = ""
     view_url: str = ""
@@ -63,6 +82,9 @@ class Batch:
     category: str = ""
     # Where list unsubscribe requests by email go; empty leaves the mailto out.
     unsubscribe_mailto: str = ""
+    # Random for each Batch: keys come again after a database reset or in a staging copy,
+    # and a receiver drops a message whose Message-ID it has seen before.
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def personalize(self, envelope: Envelope) -> tuple[str, str]:
         """The HTML and text this envelope's reader gets."""
@@ -73,7 +95,29 @@ class Batch:
         return html, text
 
     def message_id(self, envelope: Envelope) -> str:
-        return f"<{envelope.key}@{self.sender.domain}>"
+        """Unique in the world, and the same for every build of this envelope in this Batch."""
+        return f"<{envelope.key}.{self.nonce}@{self.sender.domain}>"
+
+
+def check_batch(batch: Batch) -> None:
+    """Refuse a batch whose shared header text is unsafe: every reader's copy would carry it,
+    so the batch fails as a whole (``PermanentDeliveryError``), not once for each reader."""
+    try:
+        _shared_text(batch)
+    except UnsafeHeaderValue as exc:
+        raise PermanentDeliveryError(f"not sent: {exc} (the same for every reader)") from exc
+
+
+def _shared_text(batch: Batch) -> tuple[str, str]:
+    """The subject and the sender name, or ``UnsafeHeaderValue``."""
+    subject = check_header_text(batch.subject, "the subject")
+    return subject, check_header_text(batch.sender.name, "the sender name (MAILER_SENDER_NAME)")
+
+
+def reader_name(envelope: Envelope) -> str:
+    """The reader's display name, spaces collapsed; ``UnsafeHeaderValue`` for a name with an
+    encoded word or a control character, which is refused rather than folded into shape."""
+    return " ".join(check_header_text(envelope.name, "the reader's name").split())
 
 
 def list_headers(batch: Batch, envelope: Envelope) -> dict[str, str]:
@@ -90,13 +134,16 @@ def list_headers(batch: Batch, envelope: Envelope) -> dict[str, str]:
 
 
 def to_mime(batch: Batch, envelope: Envelope) -> EmailMessage:
-    """The complete message one reader gets: multipart/alternative, text first."""
+    """The complete message one reader gets: multipart/alternative, text first.
+
+    Raises ``UnsafeHeaderValue`` for header text that could change the message's structure.
+    """
+    subject, sender_name = _shared_text(batch)
     html, text = batch.personalize(envelope)
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = Address(batch.sender.name, addr_spec=batch.sender.email)
-    # A display name with a line break (typed into a form, say) would break the header.
-    message["To"] = Address(" ".join(envelope.name.split()), addr_spec=envelope.email)
-    message["Subject"] = batch.subject
+    message["From"] = Address(sender_name, addr_spec=batch.sender.email)
+    message["To"] = Address(reader_name(envelope), addr_spec=envelope.email)
+    message["Subject"] = subject
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = batch.message_id(envelope)
     for name, value in list_headers(batch, envelope).items():
@@ -104,3 +151,38 @@ def to_mime(batch: Batch, envelope: Envelope) -> EmailMessage:
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     return message
+
+
+def to_bytes(batch: Batch, envelope: Envelope) -> bytes:
+    """The message as it goes on the wire (CRLF line ends), its header block verified."""
+    message = to_mime(batch, envelope)
+    data = message.as_bytes()
+    verify_header_block(data, message.keys())
+    return data
+
+
+# A field name (RFC 5322: printable ASCII but the colon); a line of printable ASCII or tabs.
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")
+_HEADER_LINE = re.compile(rb"[ -~\t]*")
+
+
+def verify_header_block(data: bytes, names: Sequence[str]) -> None:
+    """Raise ``UnsafeHeaderValue`` unless ``data`` begins with exactly the headers ``names``,
+    in that order, each a ``Name:`` line followed only by folding (CRLF and a space or tab),
+    then the blank line: a value that carried a line break out of its header fails here."""
+    head, blank, _ = data.partition(b"\r\n\r\n")
+    if not blank:
+        raise UnsafeHeaderValue("the message", "no blank line ends its header block")
+    found: list[str] = []
+    for line in head.split(b"\r\n"):
+        if not _HEADER_LINE.fullmatch(line):
+            raise UnsafeHeaderValue("the message", "a header holds a control or non-ASCII byte")
+        if line[:1] in (b" ", b"\t") and found:
+            continue  # folding: the value of the header above goes on
+        name, colon, _ = line.partition(b":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            raise UnsafeHeaderValue("the message", "a line of its header block is not a header")
+        found.append(name.decode("ascii"))
+    if found != list(names):
+        problem = f"its headers are {found}, not the {list(names)} it was built with"
+        raise UnsafeHeaderValue("the message", problem)

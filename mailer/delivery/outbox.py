@@ -1,7 +1,8 @@
 """The embedded default backend: each reader's message as an ``.eml`` file in a folder.
 
 The file is exactly what an SMTP server would receive, so the outbox is a faithful
-preview of a send, and tests read mail from it as a reader would.
+preview of a send, and tests read mail from it as a reader would. A reader whose copy
+would be unsafe (``to_bytes`` refuses it) gets no file and a failed outcome.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 from pathlib import Path
 
 from mailer.delivery import Outcome
-from mailer.message import Batch, to_mime
+from mailer.errors import UnsafeHeaderValue
+from mailer.message import Batch, check_batch, to_bytes
 
 __all__ = ["OutboxBackend"]
 
@@ -22,10 +24,15 @@ class OutboxBackend:
         self.folder = folder
 
     def send(self, batch: Batch) -> list[Outcome]:
+        check_batch(batch)
         self.folder.mkdir(parents=True, exist_ok=True)
         outcomes = []
         for envelope in batch.envelopes:
-            data = to_mime(batch, envelope).as_bytes()
+            try:
+                data = to_bytes(batch, envelope)
+            except UnsafeHeaderValue as exc:
+                outcomes.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
+                continue
             path = self.folder / f"{envelope.key}.eml"
             partial = path.with_suffix(".eml.part")
             partial.write_bytes(data)

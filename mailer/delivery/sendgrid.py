@@ -3,11 +3,13 @@
 A batch becomes one request with a personalization per reader (SendGrid takes up
 to 1000): the reader's own links as substitutions, the list headers, and the
 delivery id as a custom argument (never the address), so provider events can be
-matched back to the ledger.
+matched back to the ledger. SendGrid writes the To header from a personalization's
+name, so a reader whose name is unsafe is left out of the request and fails alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import re
 import time
@@ -24,24 +26,31 @@ from mailer.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
     UncertainDeliveryError,
+    UnsafeHeaderValue,
 )
-from mailer.message import Batch, list_headers
+from mailer.message import Batch, Envelope, check_batch, list_headers, reader_name
 
 __all__ = ["SendGridBackend", "build_request"]
 
 MAX_PERSONALIZATIONS = 1000
-_NOT_IN_NAMES = re.compile(r"[,;\r\n]+")
+_NOT_IN_NAMES = re.compile(r"[,;]+")
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
 def build_request(batch: Batch) -> dict[str, Any]:
-    """The Mail Send request body for ``batch`` (valid against SendGrid's schema)."""
+    """The Mail Send request body for ``batch`` (valid against SendGrid's schema).
+
+    Raises ``PermanentDeliveryError`` for an unsafe subject or sender name and
+    ``UnsafeHeaderValue`` for an unsafe reader's name (``SendGridBackend.send`` leaves
+    such readers out before it gets here).
+    """
     if len(batch.envelopes) > MAX_PERSONALIZATIONS:
         raise ValueError(f"a SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients")
+    check_batch(batch)
     personalizations = []
     for envelope in batch.envelopes:
         to = {"email": envelope.email}
-        name = _NOT_IN_NAMES.sub(" ", envelope.name).strip()
+        name = _NOT_IN_NAMES.sub(" ", reader_name(envelope)).strip()
         if name:  # SendGrid drops a recipient whose name has a comma or a semicolon
             to["name"] = name
         personalization: dict[str, Any] = {
@@ -87,6 +96,11 @@ class SendGridBackend:
         self.client.client.timeout = timeout
 
     def send(self, batch: Batch) -> list[Outcome]:
+        check_batch(batch)
+        refused, safe = _refused_readers(batch)
+        if not safe:
+            return refused  # nothing to ask SendGrid for
+        batch = dataclasses.replace(batch, envelopes=safe)
         try:
             response = self.client.send(build_request(batch))
         except http_errors.HTTPError as exc:
@@ -98,7 +112,20 @@ class SendGridBackend:
             # The request went out whole; the answer did not come back. It may be sent.
             raise UncertainDeliveryError(f"no answer from SendGrid: {exc!r}") from exc
         message_id = (response.headers or {}).get("X-Message-Id", "")
-        return [Outcome(e.key, "sent", provider_id=message_id) for e in batch.envelopes]
+        return [Outcome(e.key, "sent", provider_id=message_id) for e in safe] + refused
+
+
+def _refused_readers(batch: Batch) -> tuple[list[Outcome], tuple[Envelope, ...]]:
+    """A failed outcome for each reader whose name may not go into a header; the others."""
+    refused, safe = [], []
+    for envelope in batch.envelopes:
+        try:
+            reader_name(envelope)
+        except UnsafeHeaderValue as exc:
+            refused.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
+        else:
+            safe.append(envelope)
+    return refused, tuple(safe)
 
 
 def _translate(exc: http_errors.HTTPError) -> Exception:

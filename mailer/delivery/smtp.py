@@ -1,8 +1,9 @@
 """SMTP with ``smtplib``: one connection per batch, one message per reader.
 
 Each reader gets the same message an outbox file holds (multipart/alternative,
-text first, list headers, a stable Message-ID), DKIM-signed with ``dkimpy`` when a
-key is configured. A recipient the server refuses fails alone; losing the
+text first, list headers, a unique Message-ID), DKIM-signed with ``dkimpy`` when a
+key is configured. A reader whose copy would be unsafe (``to_bytes`` refuses it) and
+a recipient the server refuses fail alone; losing the
 connection mid-batch, or a "try later" answer to the message, ends the batch early:
 what went out is recorded, a message in flight is ``unknown``, the rest go back to the
 queue. A reader refused for now (greylisting, a full mailbox) goes back alone.
@@ -17,8 +18,8 @@ from pathlib import Path
 import dkim
 
 from mailer.delivery import Outcome
-from mailer.errors import ConfigError, TransientDeliveryError
-from mailer.message import Batch, to_mime
+from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
+from mailer.message import Batch, check_batch, to_bytes
 
 __all__ = ["DkimKey", "SmtpBackend"]
 
@@ -82,11 +83,16 @@ class SmtpBackend:
         return smtp
 
     def send(self, batch: Batch) -> list[Outcome]:
+        check_batch(batch)  # before connecting: nothing of an unsafe batch goes out
         smtp = self._connect()
         outcomes: list[Outcome] = []
         try:
             for envelope in batch.envelopes:
-                message = to_mime(batch, envelope).as_bytes()
+                try:
+                    message = to_bytes(batch, envelope)
+                except UnsafeHeaderValue as exc:
+                    outcomes.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
+                    continue
                 if self.dkim_key is not None:
                     message = self.dkim_key.sign(message) + message
                 try:
