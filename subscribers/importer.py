@@ -4,7 +4,8 @@ Rows go in chunks, each one short transaction: validate, drop duplicates, look t
 chunk's addresses up in the list and the suppression list at once, insert what is
 new (``ON CONFLICT DO NOTHING``, so a form submission racing the import is fine).
 Bad rows are skipped and reported with their line number and reason; suppressed and
-unsubscribed addresses are reported, never brought back.
+unsubscribed addresses are reported, never brought back. A file that breaks off (a quote
+left open swallows the rows after it) stops the import there, saying so.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from sqlalchemy import String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.errors import InvalidAddress, MailerError
+from mailer.errors import InvalidAddress, MailerError, UnsafeHeaderValue
 from subscribers.addresses import address_hash, normalize
 from subscribers.models import Status, Subscriber, Suppression, utcnow
-from subscribers.store import Consent
+from subscribers.spreadsheet import from_text
+from subscribers.store import Consent, clean_name
 
 __all__ = ["ImportReport", "import_csv"]
 
 CHUNK = 5000
 KEPT_PROBLEMS = 1000  # bad rows kept for the report; all of them go to the errors file
-MAX_NAME = 200
+# A subscriber is one line; a quoted field (a postal address, a note) may take a few more.
+# A row longer than this has swallowed the rows after a quote left open.
+MAX_ROW_LINES = 10
 
 
 @dataclass
@@ -43,6 +47,7 @@ class ImportReport:
     suppressed: int = 0
     bad: int = 0
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    broken: tuple[int, str] | None = None  # (line, why) where the file broke off
 
     def problem(self, line: int, reason: str) -> None:
         self.bad += 1
@@ -59,6 +64,31 @@ class _Row:
     tags: list[str]
 
 
+@dataclass(frozen=True)
+class _Header:
+    width: int  # how many fields a row may have
+    index: dict[str, int]  # our field (email; name, tags if there) → its position
+
+    def field(self, record: list[str], key: str) -> str:
+        """The cell, as it was before an export made it safe for spreadsheets."""
+        at = self.index.get(key)
+        return from_text(record[at]) if at is not None and at < len(record) else ""
+
+
+class _Lines:
+    """The file's lines, for the csv reader. ``ended`` turns true when the reader asks past
+    the last one: the record it returns then was closed by the end of the file, not by a
+    closing quote (the reader accepts that without a word)."""
+
+    def __init__(self, text: TextIO) -> None:
+        self.text = text
+        self.ended = False
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.text
+        self.ended = True
+
+
 def import_csv(
     path: Path,
     sessions: sessionmaker,
@@ -69,7 +99,11 @@ def import_csv(
     progress: Callable[[int], None] | None = None,
     errors_to: TextIO | None = None,
 ) -> ImportReport:
-    """Import ``path``; ``progress`` gets the bytes read so far after each chunk."""
+    """Import ``path``; ``progress`` gets the bytes read so far after each chunk.
+
+    Where the file breaks off (a quote left open) the rows before it are imported, then
+    a ``MailerError`` says where and how many were added: running it again is safe.
+    """
     report = ImportReport()
     try:
         raw = path.open("rb")
@@ -78,19 +112,27 @@ def import_csv(
     with raw:
         # Undecodable bytes become U+FFFD and fail that row only, not the whole import.
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.DictReader(text)
-        columns = _columns(path, reader.fieldnames)
+        lines = _Lines(text)
+        reader = csv.reader(lines)
+        header = _header(path, reader)
         problems = csv.writer(errors_to) if errors_to is not None else None
         if problems is not None:
             problems.writerow(["line", "reason"])
         started = utcnow()
-        for chunk in _chunks(_rows(reader, columns, tags, report, problems)):
+        for chunk in _chunks(_rows(reader, lines, header, tags, report, problems)):
             with sessions.begin() as session:
                 _import_chunk(session, chunk, consent, status, started, report)
             if progress is not None:
                 progress(raw.tell())
     if report.added:
         _refresh_statistics(sessions)
+    if report.broken is not None:
+        line, why = report.broken
+        raise MailerError(
+            f"{path}:{line}: {why}. Stopped there; the lines before it are imported "
+            f"({report.added:,} added). Fix the file and run the import again: it is safe, "
+            "addresses already on the list are skipped."
+        )
     return report
 
 
@@ -102,52 +144,78 @@ def _refresh_statistics(sessions: sessionmaker) -> None:
             session.execute(text("ANALYZE subscribers"))
 
 
-def _columns(path: Path, fieldnames: Any) -> dict[str, str]:
-    """Our field → the file's header, whatever its order and capitalisation."""
-    header = {str(name).strip().lower(): name for name in fieldnames or () if name}
-    if "email" not in header:
-        found = ", ".join(header) or "nothing"
+def _header(path: Path, reader: Any) -> _Header:
+    """Where our fields are, whatever the file's order and capitalisation."""
+    try:
+        names = next(reader, [])
+    except csv.Error as exc:
+        raise MailerError(f"{path}:1: the header cannot be read as CSV ({exc})") from exc
+    if reader.line_num > 1:
+        raise MailerError(f"{path}:1: the header runs on to line {reader.line_num}: an open quote?")
+    index = {name.strip().lower(): at for at, name in enumerate(names) if name.strip()}
+    if "email" not in index:
+        found = ", ".join(index) or "nothing"
         raise MailerError(f"{path}:1: no 'email' column in the header (found {found})")
-    return {key: header[key] for key in ("email", "name", "tags") if key in header}
+    wanted = {key: index[key] for key in ("email", "name", "tags") if key in index}
+    return _Header(len(names), wanted)
 
 
 def _rows(
-    reader: csv.DictReader,
-    columns: dict[str, str],
+    reader: Any,
+    lines: _Lines,
+    header: _Header,
     tags: tuple[str, ...],
     report: ImportReport,
     problems: Any,
 ) -> Iterator[_Row]:
-    for record in reader:
+    """The good rows. A bad one is reported by the line it starts on; where the file
+    breaks off, ``report.broken`` says so and the rows end there."""
+    end = reader.line_num
+    while True:
+        start = end + 1
+        reason = None
+        try:
+            record = next(reader, None)
+        except csv.Error as exc:  # a field longer than csv.field_size_limit()
+            record, reason = [], f"cannot be read as CSV: {exc}"
+        end = reader.line_num
+        if record is None:
+            return
+        if lines.ended:
+            report.broken = (start, "a quote opened on this line is never closed")
+            return
+        if end - start >= MAX_ROW_LINES or (reason and end > start):
+            report.broken = (start, f"a row runs from here to line {end}: a quote left open?")
+            return
+        if not record and reason is None:
+            continue  # a blank line
         report.rows += 1
-        line = reader.line_num
-        reason = _check(record, columns)
+        reason = reason or _check(record, header, start, end)
         if reason is None:
             try:
-                email = normalize(record[columns["email"]] or "")
-            except InvalidAddress as exc:
+                email = normalize(header.field(record, "email"))
+                name = clean_name(header.field(record, "name"))
+            except (InvalidAddress, UnsafeHeaderValue) as exc:
                 reason = str(exc)
         if reason is not None:
-            report.problem(line, reason)
+            report.problem(start, reason)
             if problems is not None:
-                problems.writerow([line, reason])
+                problems.writerow([start, reason])
             continue
-        name = " ".join((record[columns["name"]] or "").split()) if "name" in columns else ""
         row_tags = list(tags)
-        if "tags" in columns:
-            row_tags += [t.strip() for t in (record[columns["tags"]] or "").split(";") if t.strip()]
-        yield _Row(line, email, address_hash(email), name, row_tags)
+        row_tags += [t.strip() for t in header.field(record, "tags").split(";") if t.strip()]
+        yield _Row(start, email, address_hash(email), name, row_tags)
 
 
-def _check(record: dict[str, Any], columns: dict[str, str]) -> str | None:
-    if None in record:
+def _check(record: list[str], header: _Header, start: int, end: int) -> str | None:
+    if len(record) > header.width:
         return "more fields than the header has"
-    values = [value for value in record.values() if isinstance(value, str)]
-    if any("\ufffd" in value for value in values):
+    if any("\ufffd" in value for value in record):
         return "not UTF-8 text"
-    name = record.get(columns["name"]) if "name" in columns else ""
-    if name and len(name) > MAX_NAME:
-        return f"the name is longer than {MAX_NAME} characters"
+    if end > start:
+        for key in header.index:
+            if "\n" in header.field(record, key) or "\r" in header.field(record, key):
+                return f"the {key} spans lines {start}–{end}; a quote left open?"
     return None
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import exists, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.headers import check_header_text
 from subscribers.addresses import address_hash, lookup_hash, normalize
 from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason, utcnow
 
@@ -25,6 +26,7 @@ __all__ = [
     "Consent",
     "Recipient",
     "add",
+    "clean_name",
     "confirm",
     "count_by_status",
     "erase",
@@ -77,6 +79,12 @@ def suppression_of(session: Session, email: str) -> Suppression | None:
     return session.get(Suppression, lookup_hash(email))
 
 
+def clean_name(name: str) -> str:
+    """``name`` without surrounding whitespace; ``UnsafeHeaderValue`` when it may not go into
+    the To: header of the mail we send (refused where it comes in, not folded silently)."""
+    return check_header_text(name.strip(), "name")
+
+
 def add(
     session: Session,
     email: str,
@@ -86,7 +94,11 @@ def add(
     tags: tuple[str, ...] = (),
     status: Status = Status.PENDING,
 ) -> AddResult:
-    """Add an address, unless it is on the list already or suppressed (then say which)."""
+    """Add an address, unless it is on the list already or suppressed (then say which).
+
+    An unusable address or name raises ``InvalidAddress`` or ``UnsafeHeaderValue``.
+    """
+    name = clean_name(name)
     email = normalize(email)
     if suppression_of(session, email) is not None:
         return AddResult("suppressed", find(session, email))
@@ -97,7 +109,7 @@ def add(
     subscriber = Subscriber(
         email=email,
         email_hash=address_hash(email),
-        name=" ".join(name.split())[:200],  # no line breaks: names go into mail headers
+        name=name,
         status=status,
         tags=list(tags),
         source=consent.source,

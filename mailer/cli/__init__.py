@@ -11,13 +11,15 @@ import sys
 import click
 from rich.console import Console
 
+from mailer.cli.terminal import printable
 from mailer.config import load_settings
 from mailer.errors import MailerError
 from mailer.runtime import Runtime
 
 __all__ = ["Context", "console", "main"]
 
-console = Console(highlight=False)
+# Neither highlighting nor :emoji: codes: what the CLI prints is often from outside.
+console = Console(highlight=False, emoji=False)
 
 
 class Context(Runtime):
@@ -31,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MailerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(2)
 
 
@@ -40,6 +42,7 @@ class _Group(click.Group):
 def main(ctx: click.Context) -> None:
     """Newsletter delivery: render a weekly Markdown post and send it to every subscriber."""
     ctx.obj = Context(load_settings())
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:

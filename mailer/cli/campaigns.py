@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -11,6 +10,7 @@ from mailer import dispatch
 from mailer.campaign import Campaign
 from mailer.cli import Context, console
 from mailer.cli.send import follow_campaign, print_summary
+from mailer.cli.terminal import shown
 
 
 @click.group()
@@ -29,8 +29,8 @@ def list_(ctx: Context, limit: int) -> None:
     for c in rows:
         table.add_row(
             str(c.id),
-            escape(c.slug),
-            c.status,
+            shown(c.slug),
+            shown(c.status),
             f"{c.recipients:,}",
             f"{c.created_at:%Y-%m-%d %H:%M}",
             f"{c.finished_at:%Y-%m-%d %H:%M}" if c.finished_at else "",
@@ -47,7 +47,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
     p = dispatch.progress(ctx, campaign_id)
     table = Table(show_header=False)
     for label, value in (
-        ("status", p.status),
+        ("status", shown(p.status)),
         ("recipients", f"{p.recipients:,}"),
         ("sent", f"{p.sent:,}"),
         ("failed", f"{p.failed:,}"),
@@ -57,7 +57,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
         ("in flight", f"{p.sending:,}"),
         ("started (UTC)", f"{p.started_at:%Y-%m-%d %H:%M:%S}" if p.started_at else ""),
         ("finished (UTC)", f"{p.finished_at:%Y-%m-%d %H:%M:%S}" if p.finished_at else ""),
-        ("last error", p.last_error),
+        ("last error", shown(p.last_error)),
     ):
         table.add_row(label, value)
     console.print(table)

@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from mailer.cli import Context, console
+from mailer.cli.terminal import shown
 from mailer.db import upgrade
 from mailer.dispatch import InlineQueue, create_campaign, progress, start
 from mailer.errors import MailerError
@@ -54,16 +55,16 @@ def demo(ctx: Context, post: Path) -> None:
         start(ctx, campaign.id, InlineQueue(ctx))
     else:
         console.print(
-            f"[yellow]{post} was sent already (campaign {campaign.id}): not sent again.[/]"
+            f"[yellow]{shown(post)} was sent already (campaign {campaign.id}): not sent again.[/]"
         )
     p = progress(ctx, campaign.id)
-    table = Table(title=f"Campaign {campaign.id}: {edition.subject}", show_header=False)
-    table.add_row("status", p.status)
+    table = Table(title=f"Campaign {campaign.id}: {shown(edition.subject)}", show_header=False)
+    table.add_row("status", shown(p.status))
     table.add_row("recipients", f"{p.recipients} confirmed (pending and unsubscribed are left out)")
     table.add_row("sent", str(p.sent))
     table.add_row("failed / unknown", f"{p.failed} / {p.unknown}")
-    table.add_row("database", settings.database_url)
+    table.add_row("database", shown(settings.database_url))
     outbox = sorted(settings.outbox_dir.glob(f"{campaign.id}-*.eml"))
-    table.add_row("outbox", "\n".join(str(path) for path in outbox) or "(empty)")
+    table.add_row("outbox", "\n".join(shown(path) for path in outbox) or "(empty)")
     console.print(table)
     console.print("Open an .eml file in a mail program, or run `mailer preview` for the HTML.")

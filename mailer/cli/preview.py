@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mailer.cli import Context, console
+from mailer.cli.terminal import printable, shown
 from mailer.lint import CLIP_LIMIT
 from mailer.preview import Preview, build_preview, serve_preview, write_preview
 
@@ -50,13 +51,15 @@ def preview(
     if serve:
         url = f"http://127.0.0.1:{port}/"
         console.print(
-            f"Serving [bold]{url}[/] — reloads when {post} or a template changes (Ctrl-C stops)"
+            f"Serving [bold]{url}[/] — reloads when {shown(post)} or a template changes "
+            "(Ctrl-C stops)"
         )
         if open_browser:
             webbrowser.open(url)
 
         def report(error: str | None) -> None:
-            console.print(f"[red]error:[/] {error}" if error else f"re-rendered {post}")
+            said = f"[red]error:[/] {shown(error)}" if error else f"re-rendered {shown(post)}"
+            console.print(said)
 
         with contextlib.suppress(KeyboardInterrupt):
             serve_preview(post, settings, "127.0.0.1", port, on_change=report)
@@ -71,11 +74,12 @@ def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("Subject", Text(edition.subject))
+    table.add_row("Subject", Text(printable(edition.subject)))
     table.add_row(
-        "Preheader", Text(edition.preheader) if edition.preheader else "[yellow](none)[/]"
+        "Preheader",
+        Text(printable(edition.preheader)) if edition.preheader else "[yellow](none)[/]",
     )
-    table.add_row("Language", edition.lang)
+    table.add_row("Language", shown(edition.lang))
     table.add_row(
         "Size",
         f"[{size_style}]{edition.size / 1000:.1f} KB[/] of Gmail's {CLIP_LIMIT / 1000:.0f} KB "
@@ -83,11 +87,11 @@ def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:
     )
     table.add_row("Links", str(len(edition.links)))
     table.add_row("Images", str(len(edition.images)))
-    table.add_row("Wrote", f"{html_path}\n{text_path}")
+    table.add_row("Wrote", f"{shown(html_path)}\n{shown(text_path)}")
     console.print(table)
     if not result.findings:
         console.print("[green]No lint findings.[/]")
     for finding in result.findings:
         color = "red" if finding.severity == "error" else "yellow"
         rest = str(finding).removeprefix(finding.severity)
-        console.print(Text.assemble((finding.severity, color), rest))
+        console.print(Text.assemble((finding.severity, color), printable(rest)))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mailer.cli import console
+from mailer.cli.terminal import shown
 from mailer.dispatch import Progress as CampaignProgress
 
 __all__ = ["CampaignBar"]
@@ -16,7 +16,7 @@ __all__ = ["CampaignBar"]
 class CampaignBar:
     def __init__(self, title: str, total: int) -> None:
         self.bar = Progress(
-            TextColumn(f"[bold]{escape(title)}"),
+            TextColumn("[bold]{task.fields[title]}"),  # a field: a title's {braces} stay text
             BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,}"),
             TextColumn("{task.fields[detail]}"),
@@ -24,7 +24,7 @@ class CampaignBar:
             TimeRemainingColumn(),
             console=console,
         )
-        self.task = self.bar.add_task("send", total=total, detail="")
+        self.task = self.bar.add_task("send", total=total, detail="", title=shown(title))
         self.started = time.monotonic()
 
     def __enter__(self) -> CampaignBar:
@@ -39,6 +39,6 @@ class CampaignBar:
         rate = (p.sent + p.failed + p.unknown) / elapsed
         detail = (
             f"sent {p.sent:,} · failed {p.failed:,} · unknown {p.unknown:,} · "
-            f"remaining {p.queued + p.sending:,} · {rate:,.0f}/s · {p.status}"
+            f"remaining {p.queued + p.sending:,} · {rate:,.0f}/s · {shown(p.status)}"
         )
         self.bar.update(self.task, completed=p.done, total=max(p.recipients, 1), detail=detail)

@@ -9,11 +9,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
-from rich.markup import escape
 from sqlalchemy import exists, func, select
 
 from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
+from mailer.cli.terminal import printable, shown
 from mailer.dispatch import create_campaign, make_queue, progress, start, sweep
 from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
@@ -63,7 +63,7 @@ def send(
     findings = lint(edition, settings)
     errors = [f for f in findings if f.severity == "error"]
     for finding in errors:
-        console.print(f"[red]error[/] {escape(str(finding))}")
+        console.print(f"[red]error[/] {shown(finding)}")
     if errors and not (force or dry_run):
         raise MailerError(
             f"{post}: the linter found {len(errors)} error(s); fix them or use --force"
@@ -87,7 +87,7 @@ def send(
     if not new and campaign.status != "draft" and not interrupted:
         moment = campaign.finished_at or campaign.started_at or campaign.created_at
         console.print(
-            f"{post} has campaign {campaign.id} already ({campaign.status}, "
+            f"{shown(post)} has campaign {campaign.id} already ({shown(campaign.status)}, "
             f"{moment:%Y-%m-%d %H:%M} UTC): nothing to do; `mailer campaigns show {campaign.id}`."
         )
         return
@@ -145,8 +145,8 @@ def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
 def print_summary(ctx: Context, campaign_id: int) -> None:
     p = progress(ctx, campaign_id)
     console.print(
-        f"Campaign {campaign_id} ({p.status}): {p.recipients:,} recipients — sent {p.sent:,}, "
-        f"failed {p.failed:,}, unknown {p.unknown:,}, skipped {p.skipped:,}, "
+        f"Campaign {campaign_id} ({shown(p.status)}): {p.recipients:,} recipients — "
+        f"sent {p.sent:,}, failed {p.failed:,}, unknown {p.unknown:,}, skipped {p.skipped:,}, "
         f"still queued {p.queued + p.sending:,}; backend {ctx.settings.backend}"
         + (f" ({ctx.settings.outbox_dir}/)" if ctx.settings.backend == "outbox" else "")
     )
@@ -157,7 +157,7 @@ def print_summary(ctx: Context, campaign_id: int) -> None:
             "`mailer send` again then, or `mailer campaigns reconcile`."
         )
     if p.last_error:
-        console.print(f"[yellow]last error:[/] {p.last_error}", markup=True)
+        console.print(f"[yellow]last error:[/] {shown(p.last_error)}")
 
 
 def _parse_when(when: str, zone: str) -> dt.datetime:
@@ -190,8 +190,9 @@ def _dry_run(ctx: Context, edition: Edition) -> None:
         )
     batches = -(-audience // ctx.settings.batch_size)
     console.print(
-        f"Would send “{edition.subject}” ({edition.size / 1000:.1f} KB) to {audience:,} confirmed "
-        f"subscribers in {batches:,} batches through {ctx.settings.backend}. Nothing was sent."
+        f"Would send “{shown(edition.subject)}” ({edition.size / 1000:.1f} KB) to {audience:,} "
+        f"confirmed subscribers in {batches:,} batches through {ctx.settings.backend}. "
+        "Nothing was sent."
     )
 
 
@@ -215,5 +216,5 @@ def _send_test(ctx: Context, edition: Edition, to: str) -> None:
     outcomes = ctx.backend.send(batch)
     if not outcomes or outcomes[0].status != "sent":
         reason = outcomes[0].error if outcomes else "the server said to try later"
-        raise MailerError(f"the test copy to {to} was not sent: {reason}")
+        raise MailerError(f"the test copy to {to} was not sent: {printable(reason)}")
     console.print(f"Sent a test copy to {to} through {settings.backend}. No campaign was created.")

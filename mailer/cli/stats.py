@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
 from mailer.campaign import Campaign
 from mailer.cli import Context, console
+from mailer.cli.terminal import shown
 from mailer.stats import CampaignStats, campaign_stats
 
 
@@ -27,7 +27,7 @@ def stats(ctx: Context, campaign_id: int | None) -> None:
     for s in rows:
         table.add_row(
             str(s.campaign_id),
-            escape(s.subject),
+            shown(s.subject),
             f"{s.sent:,}",
             f"{s.unique_human_opens:,}",
             f"{s.unique_clicks:,}",
@@ -39,7 +39,7 @@ def stats(ctx: Context, campaign_id: int | None) -> None:
 
 
 def _detail(s: CampaignStats) -> None:
-    title = f"Campaign {s.campaign_id}: {escape(s.subject)} ({s.status})"
+    title = f"Campaign {s.campaign_id}: {shown(s.subject)} ({shown(s.status)})"
     table = Table(title=title, show_header=False)
     for label, value in (
         ("sent", s.sent),
@@ -60,5 +60,5 @@ def _detail(s: CampaignStats) -> None:
     if s.top_links:
         links = Table("clicks", "people", "link", title="Top links")
         for url, clicks, unique in s.top_links:
-            links.add_row(f"{clicks:,}", f"{unique:,}", escape(url))
+            links.add_row(f"{clicks:,}", f"{unique:,}", shown(url))
         console.print(links)

@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import TextIO
 
 import click
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import select
 
 from mailer.cli import Context, console
+from mailer.cli.terminal import printable, shown
 from mailer.errors import MailerError
 from mailer.render import Renderer
 from subscribers import store
 from subscribers.importer import import_csv
 from subscribers.models import Status, Subscriber
 from subscribers.optin import OptIn
+from subscribers.spreadsheet import as_text
 
 EXPORT_COLUMNS = ("email", "name", "status", "tags", "created_at", "confirmed_at", "source")
 _consent_option = click.option(
@@ -69,13 +70,14 @@ def add(
     if result.outcome == "suppressed":
         raise MailerError(f"{email} is suppressed (unsubscribed, bounced or erased): not added")
     if result.outcome == "exists":
-        console.print(f"{email} is already on the list ({added.status if added else '?'}).")
+        status_now = added.status if added else "?"
+        console.print(f"{shown(email)} is already on the list ({shown(status_now)}).")
         return
     if pending and added is not None:
         _optin(ctx).send_confirmation(added)
-        console.print(f"Added {email} (pending); confirmation email sent.")
+        console.print(f"Added {shown(email)} (pending); confirmation email sent.")
     else:
-        console.print(f"Added {email} (confirmed).")
+        console.print(f"Added {shown(email)} (confirmed).")
 
 
 def _optin(ctx: Context) -> OptIn:
@@ -126,7 +128,7 @@ def import_(
     finally:
         if errors_out is not None:
             errors_out.close()
-    table = Table(title=f"Import of {file}", show_header=False)
+    table = Table(title=f"Import of {shown(file)}", show_header=False)
     for label, value in (
         ("rows read", report.rows),
         ("added", report.added),
@@ -138,10 +140,10 @@ def import_(
         table.add_row(label, f"{value:,}")
     console.print(table)
     for line, reason in report.problems[:20]:
-        console.print(f"  line {line}: {reason}", markup=False)
+        console.print(f"  line {line}: {shown(reason)}")
     if report.bad > 20:
         where = f"all of them are in {errors_file}" if errors_file else "use --errors FILE for all"
-        console.print(f"  … and {report.bad - 20:,} more bad rows ({where})")
+        console.print(f"  … and {report.bad - 20:,} more bad rows ({shown(where)})")
 
 
 @subscribers.command()
@@ -149,25 +151,37 @@ def import_(
 @click.option(
     "--out", type=click.Path(path_type=Path, dir_okay=False), help="File (default: stdout)."
 )
+@click.option(
+    "--raw", is_flag=True, help="Every value as stored, formulas too: a dump to import again."
+)
 @click.pass_obj
-def export(ctx: Context, status: str | None, out: Path | None) -> None:
-    """Export subscribers as CSV, streamed a page at a time."""
+def export(ctx: Context, status: str | None, out: Path | None, raw: bool) -> None:
+    """Export subscribers as CSV, streamed a page at a time.
+
+    A value a spreadsheet would run as a formula (it starts with = + - @, a tab or a
+    carriage return) gets a leading ' unless --raw. On a terminal, control characters
+    are shown escaped.
+    """
     target = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+    on_terminal = target.isatty()
     try:
         writer = csv.writer(target)
         writer.writerow(EXPORT_COLUMNS)
         for subscriber in _pages(ctx, status):
-            writer.writerow(
-                [
-                    subscriber.email,
-                    subscriber.name,
-                    subscriber.status,
-                    ";".join(subscriber.tags),
-                    subscriber.created_at.isoformat(),
-                    subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
-                    subscriber.source,
-                ]
-            )
+            row = [
+                subscriber.email,
+                subscriber.name,
+                subscriber.status,
+                ";".join(subscriber.tags),
+                subscriber.created_at.isoformat(),
+                subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
+                subscriber.source,
+            ]
+            if not raw:
+                row = [as_text(cell) for cell in row]
+            if on_terminal:
+                row = [printable(cell) for cell in row]
+            writer.writerow(row)
     finally:
         if out:
             target.close()
@@ -196,16 +210,16 @@ def _pages(ctx: Context, status: str | None, page: int = 1000):
 def list_(ctx: Context, status: str | None, limit: int) -> None:
     """Show subscribers, oldest first."""
     table = Table("id", "email", "name", "status", "created", "source")
-    for shown, subscriber in enumerate(_pages(ctx, status, page=min(limit, 1000))):
-        if shown == limit:
+    for listed, subscriber in enumerate(_pages(ctx, status, page=min(limit, 1000))):
+        if listed == limit:
             break
         table.add_row(
             str(subscriber.id),
-            escape(subscriber.email),
-            escape(subscriber.name),
-            subscriber.status,
+            shown(subscriber.email),
+            shown(subscriber.name),
+            shown(subscriber.status),
             subscriber.created_at.strftime("%Y-%m-%d %H:%M"),
-            escape(subscriber.source),
+            shown(subscriber.source),
         )
     console.print(table)
 
@@ -221,14 +235,12 @@ def show(ctx: Context, email: str) -> None:
         raise MailerError(f"{email} is not on the list")
     table = Table(show_header=False)
     for key, value in (data["subscriber"] or {}).items():
-        table.add_row(key, escape(str(value if value is not None else "")))
-    if data["suppression"]:
-        table.add_row(
-            "suppressed", f"{data['suppression']['reason']} since {data['suppression']['since']}"
-        )
+        table.add_row(key, shown(value if value is not None else ""))
+    if suppression := data["suppression"]:
+        table.add_row("suppressed", shown(f"{suppression['reason']} since {suppression['since']}"))
     console.print(table)
     for event in data["activity"][-10:]:
-        console.print(f"  {event['at']}  {event['kind']}  {event['detail'] or ''}", markup=False)
+        console.print(shown(f"  {event['at']}  {event['kind']}  {event['detail'] or ''}"))
 
 
 @subscribers.command()
@@ -239,7 +251,7 @@ def count(ctx: Context) -> None:
         counts = store.count_by_status(session)
     table = Table("status", "subscribers")
     for status, number in counts.items():
-        table.add_row(status, f"{number:,}")
+        table.add_row(shown(status), f"{number:,}")
     table.add_row("total", f"{sum(counts.values()):,}", style="bold")
     console.print(table)
 
@@ -254,7 +266,7 @@ def unsubscribe(ctx: Context, email: str) -> None:
         if subscriber is None:
             raise MailerError(f"{email} is not on the list")
         changed = store.unsubscribe(session, subscriber, how="operator")
-    console.print(f"{email} {'unsubscribed' if changed else 'was already off the list'}.")
+    console.print(f"{shown(email)} {'unsubscribed' if changed else 'was already off the list'}.")
 
 
 @subscribers.command()
@@ -266,17 +278,19 @@ def remove(ctx: Context, email: str) -> None:
         removed = store.remove(session, email)
     if not removed:
         raise MailerError(f"{email} is not on the list")
-    console.print(f"Removed {email}.")
+    console.print(f"Removed {shown(email)}.")
 
 
 @subscribers.command("gdpr-export")
 @click.argument("email")
 @click.pass_obj
 def gdpr_export(ctx: Context, email: str) -> None:
-    """Print everything held about EMAIL as JSON."""
+    """Print everything held about EMAIL as JSON (control characters as \\u escapes)."""
     with ctx.sessions() as session:
         data = store.gdpr_export(session, email)
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    # No string in JSON holds a raw line break: those left are the layout, and stay.
+    click.echo("\n".join(printable(line) for line in text.split("\n")))
 
 
 @subscribers.command()
@@ -287,6 +301,7 @@ def erase(ctx: Context, email: str) -> None:
     """Erase EMAIL's personal data; only a hash stays, so it is never imported again."""
     with ctx.sessions.begin() as session:
         found = store.erase(session, email)
+    who = shown(email)
     console.print(
-        f"Erased {email}." if found else f"{email} was not on the list; its hash is now suppressed."
+        f"Erased {who}." if found else f"{who} was not on the list; its hash is now suppressed."
     )
