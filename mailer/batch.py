@@ -38,7 +38,7 @@ from mailer.errors import (
     UncertainDeliveryError,
 )
 from mailer.events import settle_unknown
-from mailer.message import Batch, Envelope, Sender
+from mailer.message import Batch, Envelope, Sender, without_unsafe_readers
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose
 from mailer.tracking import CampaignLink, track, tracking_substitutions
@@ -96,9 +96,13 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     if not claimed:
         _finish(rt, campaign_id)
         return BatchResult(skipped=skipped)
+    # Readers whose name may not go into a header fail alone, whatever the request's fate.
+    outgoing, unsafe = without_unsafe_readers(outgoing)
+    refused = [Outcome(key, "failed", error=reason) for key, reason in unsafe.items()]
+    sending = [c for c in claimed if _key(campaign_id, c.delivery_id) not in unsafe]
 
     try:
-        outcomes = backend.send(outgoing)
+        outcomes = backend.send(outgoing) if sending else []
     except ConfigError as exc:  # refused credentials: nothing went out, nothing will
         _release(rt, [c.delivery_id for c in claimed])
         pause_with_error(rt, campaign_id, str(exc))
@@ -110,15 +114,15 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         )
     except UncertainDeliveryError as exc:
         outcomes = [
-            Outcome(_key(campaign_id, c.delivery_id), "unknown", error=str(exc)) for c in claimed
+            Outcome(_key(campaign_id, c.delivery_id), "unknown", error=str(exc)) for c in sending
         ]
     except PermanentDeliveryError as exc:
         outcomes = [
-            Outcome(_key(campaign_id, c.delivery_id), "failed", error=str(exc)) for c in claimed
+            Outcome(_key(campaign_id, c.delivery_id), "failed", error=str(exc)) for c in sending
         ]
         _count_error(rt, campaign_id, str(exc))
 
-    result = _record(rt, campaign_id, claimed, outcomes, skipped)
+    result = _record(rt, campaign_id, claimed, outcomes + refused, skipped)
     _finish(rt, campaign_id)
     return result
 

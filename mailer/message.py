@@ -12,6 +12,7 @@ out of a display name.
 
 from __future__ import annotations
 
+import dataclasses
 import email.policy
 import email.utils
 import re
@@ -36,6 +37,7 @@ __all__ = [
     "to_bytes",
     "to_mime",
     "verify_header_block",
+    "without_unsafe_readers",
 ]
 
 
@@ -118,6 +120,19 @@ def reader_name(envelope: Envelope) -> str:
     """The reader's display name, spaces collapsed; ``UnsafeHeaderValue`` for a name with an
     encoded word or a control character, which is refused rather than folded into shape."""
     return " ".join(check_header_text(envelope.name, "the reader's name").split())
+
+
+def without_unsafe_readers(batch: Batch) -> tuple[Batch, dict[str, str]]:
+    """``batch`` less the readers whose name may not go into a header, and why each was left
+    out (by key): they fail alone, before any request, whatever the request's fate."""
+    refused: dict[str, str] = {}
+    for envelope in batch.envelopes:
+        try:
+            reader_name(envelope)
+        except UnsafeHeaderValue as exc:
+            refused[envelope.key] = f"not sent: {exc}"
+    safe = tuple(e for e in batch.envelopes if e.key not in refused)
+    return dataclasses.replace(batch, envelopes=safe), refused
 
 
 def list_headers(batch: Batch, envelope: Envelope) -> dict[str, str]:

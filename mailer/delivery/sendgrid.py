@@ -9,7 +9,6 @@ name, so a reader whose name is unsafe is left out of the request and fails alon
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import re
 import time
@@ -26,9 +25,8 @@ from mailer.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
     UncertainDeliveryError,
-    UnsafeHeaderValue,
 )
-from mailer.message import Batch, Envelope, check_batch, list_headers, reader_name
+from mailer.message import Batch, check_batch, list_headers, reader_name, without_unsafe_readers
 
 __all__ = ["SendGridBackend", "build_request"]
 
@@ -97,10 +95,10 @@ class SendGridBackend:
 
     def send(self, batch: Batch) -> list[Outcome]:
         check_batch(batch)
-        refused, safe = _refused_readers(batch)
-        if not safe:
+        batch, unsafe = without_unsafe_readers(batch)
+        refused = [Outcome(key, "failed", error=reason) for key, reason in unsafe.items()]
+        if not batch.envelopes:
             return refused  # nothing to ask SendGrid for
-        batch = dataclasses.replace(batch, envelopes=safe)
         try:
             response = self.client.send(build_request(batch))
         except http_errors.HTTPError as exc:
@@ -112,20 +110,8 @@ class SendGridBackend:
             # The request went out whole; the answer did not come back. It may be sent.
             raise UncertainDeliveryError(f"no answer from SendGrid: {exc!r}") from exc
         message_id = (response.headers or {}).get("X-Message-Id", "")
-        return [Outcome(e.key, "sent", provider_id=message_id) for e in safe] + refused
-
-
-def _refused_readers(batch: Batch) -> tuple[list[Outcome], tuple[Envelope, ...]]:
-    """A failed outcome for each reader whose name may not go into a header; the others."""
-    refused, safe = [], []
-    for envelope in batch.envelopes:
-        try:
-            reader_name(envelope)
-        except UnsafeHeaderValue as exc:
-            refused.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
-        else:
-            safe.append(envelope)
-    return refused, tuple(safe)
+        sent = [Outcome(e.key, "sent", provider_id=message_id) for e in batch.envelopes]
+        return sent + refused
 
 
 def _translate(exc: http_errors.HTTPError) -> Exception:
