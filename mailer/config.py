@@ -9,6 +9,8 @@ by the name the operator wrote it under, never as a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +46,7 @@ __all__ = [
     "load_settings",
 ]
 
+log = logging.getLogger("mailer.config")
 ENV_PREFIX = "MAILER_"
 CONFIG_FILE_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG_FILE = Path("mailer.toml")
@@ -198,6 +201,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _some_secret(cls, value: list[str]) -> list[str]:
+        # Caught here, not mid-send when the first link is signed.
+        if not value or not all(value):
+            raise ValueError("set at least one secret (`mailer secret` prints one)")
+        return value
+
     @field_validator("subscribe_rate_limit")
     @classmethod
     def _rate_limit_syntax(cls, value: str) -> str:
@@ -257,12 +268,24 @@ def load_settings(**overrides: Any) -> Settings:
     path = config_file()
     if CONFIG_FILE_ENV in os.environ and not path.is_file():
         raise ConfigError(f"{CONFIG_FILE_ENV}={path}: no such file")
+    _warn_unknown_variables()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(err, path) for err in exc.errors())) from exc
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _warn_unknown_variables() -> None:
+    """A typo in a variable's name would otherwise leave the default in force unnoticed
+    (the same typo in mailer.toml is refused)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_FILE_ENV}
+    for name in sorted(os.environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            guess = difflib.get_close_matches(name, known, n=1)
+            hint = f": did you mean {guess[0]}?" if guess else ""
+            log.warning("%s is not a setting and is ignored%s", name, hint)
 
 
 def _describe(error: Any, path: Path) -> str:

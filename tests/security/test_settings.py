@@ -80,3 +80,24 @@ def test_a_lang_never_loads_a_file_outside_the_strings(tmp_path: Path) -> None:
 def test_real_language_tags_are_accepted(write_post, lang: str) -> None:
     path = write_post(f"---\ntitle: T\nlang: {lang}\n---\nBody text.\n")
     assert load_post(path).lang == lang
+
+
+@pytest.mark.parametrize("value", ["", " , ", ","])
+def test_an_empty_secret_list_fails_at_start(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("MAILER_SECRET_KEYS", value)
+    with pytest.raises(ConfigError, match=r"MAILER_SECRET_KEYS: .*set at least one secret"):
+        load_settings()
+
+
+def test_a_mistyped_variable_is_named_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MAILER_BACKNED", "smtp")
+    monkeypatch.setenv("MAILER_BATCHSIZE", "10")
+    settings = load_settings()
+    assert settings.backend == "outbox" and settings.batch_size == 1000
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mailer.config"]
+    assert warnings == [
+        "MAILER_BACKNED is not a setting and is ignored: did you mean MAILER_BACKEND?",
+        "MAILER_BATCHSIZE is not a setting and is ignored: did you mean MAILER_BATCH_SIZE?",
+    ]
