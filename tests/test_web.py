@@ -30,6 +30,7 @@ from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber
 from tests.live_server import LiveServer, confirm_link, server_factory, text_part
+from tests.redis_db import redis_url
 
 start_server = server_factory()
 
@@ -44,7 +45,7 @@ CHECK_INBOX = (
 )
 LINK_INVALID = "The link is incomplete or has been changed."
 LINK_EXPIRED = "The link has expired."
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = redis_url()
 # For probes that may crash the app: uvicorn drops the connection after a 500, and a
 # kept-alive connection would turn the next request's answer into a protocol error.
 CLOSE = {"connection": "close"}

@@ -28,9 +28,10 @@ from subscribers import store
 from subscribers.models import Status
 from tests.conftest import SAMPLE_POST
 from tests.processes import child_env
+from tests.redis_db import redis_url
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
-BROKER = "redis://127.0.0.1:6379/9"
+BROKER = redis_url()
 SECRET = "test-secret-for-worker-tests-long-enough"
 
 
