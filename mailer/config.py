@@ -8,6 +8,7 @@ by the name the operator wrote it under, never as a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import logging
@@ -42,6 +43,7 @@ __all__ = [
     "LOCAL_DEFAULT_SECRET",
     "LOCAL_DEFAULT_URL",
     "MIN_SECRET_BYTES",
+    "Publication",
     "Settings",
     "load_settings",
 ]
@@ -256,6 +258,22 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return init_settings, env_settings, toml
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """What templates may read of the settings (as ``settings``): who publishes, where, in
+    which font. An operator's template never sees a secret or a credential."""
+
+    publication_name: str
+    site_url: str
+    postal_address: str
+    font_url: str
+    font_family: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Publication:
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 def config_file() -> Path:

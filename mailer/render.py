@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import mjml
 from markupsafe import Markup
 
-from mailer.config import Settings
+from mailer.config import Publication, Settings
 from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Image, Link
 from mailer.errors import TemplateError
 from mailer.language import detect_lang
@@ -51,6 +51,7 @@ class Body:
 class Renderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.publication = Publication.of(settings)
         self.templates = Templates(settings.templates_dir)
         self.theme = self.templates.theme()
         self.markdown = EmailMarkdown(self.theme.get("styles", {}))
@@ -92,7 +93,7 @@ class Renderer:
             "theme": self.theme,
             "font_stack": self._font_stack(body.lang),
             "strings": strings,
-            "settings": self.settings,
+            "settings": self.publication,
             "post_url": body.post_url,
             "unsubscribe_url": Markup(UNSUBSCRIBE_PLACEHOLDER),
             "view_url": Markup(VIEW_PLACEHOLDER),
@@ -116,7 +117,7 @@ class Renderer:
             "theme": self.theme,
             "font_stack": self._font_stack(lang),
             "strings": self.templates.strings(lang),
-            "settings": self.settings,
+            "settings": self.publication,
             "lang": lang,
             **context,
         }

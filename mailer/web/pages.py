@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 
-from mailer.config import Settings
+from mailer.config import Publication, Settings
 from mailer.templating import Templates
 
 __all__ = ["Pages"]
@@ -15,7 +15,7 @@ __all__ = ["Pages"]
 class Pages:
     def __init__(self, templates: Templates, settings: Settings) -> None:
         self.templates = templates
-        self.settings = settings
+        self.publication = Publication.of(settings)
         self.lang = settings.lang or "en"
         self.strings = {
             key: value.replace("{publication}", settings.publication_name)
@@ -27,7 +27,7 @@ class Pages:
             f"pages/{name}.html",
             lang=self.lang,
             strings=self.strings,
-            settings=self.settings,
+            settings=self.publication,
             **context,
         )
         response = HTMLResponse(html, status_code=status_code)

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from mailer.cli import main
 from mailer.config import MIN_SECRET_BYTES, load_settings
 from mailer.delivery import make_backend
-from mailer.errors import ConfigError, PostError
+from mailer.errors import ConfigError, PostError, TemplateError
 from mailer.post import load_post
+from mailer.render import Renderer
 from mailer.templating import Templates
 
 PUBLIC = {"public_url": "https://mail.example.org"}
@@ -101,3 +102,15 @@ def test_a_mistyped_variable_is_named_with_the_closest_setting(
         "MAILER_BACKNED is not a setting and is ignored: did you mean MAILER_BACKEND?",
         "MAILER_BATCHSIZE is not a setting and is ignored: did you mean MAILER_BATCH_SIZE?",
     ]
+
+
+def test_templates_never_see_a_secret(tmp_path: Path, write_post) -> None:
+    """An operator's template may print what the email shows, not the keys of the service."""
+    email_dir = tmp_path / "templates" / "email"
+    email_dir.mkdir(parents=True)
+    (email_dir / "newsletter.txt").write_text("{{ settings.secret_keys }}\n", "utf-8")
+    secret = secrets.token_urlsafe(32)
+    settings = load_settings(templates_dir=tmp_path / "templates", secret_keys=[secret])
+    post = load_post(write_post("---\ntitle: T\n---\nBody text.\n"))
+    with pytest.raises(TemplateError, match="secret_keys"):
+        Renderer(settings).render(post)
