@@ -3,7 +3,8 @@
 Tasks take ids only (no addresses in the broker), are idempotent (the ledger
 decides what is left to send), and are acknowledged late, so a task whose worker
 dies is delivered again and finds only what is still queued. Each worker process
-builds its own Runtime after the fork.
+builds its own Runtime after the fork. Beat's tasks have a queue of their own, which
+every worker consumes too, so the sweep never waits behind a campaign's batches.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from zoneinfo import ZoneInfo
 
 from celery import Celery, Task, signals
 from celery.schedules import crontab
+from kombu import Queue
 
 from mailer import dispatch, schedule
 from mailer.batch import send_batch
+from mailer.campaign import handed_over
 from mailer.config import Settings, load_settings
 from mailer.errors import MailerError
 from mailer.runtime import Runtime
+from subscribers.models import utcnow
 
 try:
     settings = load_settings()
@@ -29,6 +33,8 @@ BROKER_URL = settings.broker_url or "redis://127.0.0.1:6379/0"
 # A task that outlives this is delivered again by Redis: keep it well above task_time_limit.
 VISIBILITY_TIMEOUT = 3600
 TASK_TIME_LIMIT = 600
+# Batches go to Celery's default queue; beat's tasks to their own.
+BATCH_QUEUE, BEAT_QUEUE = "celery", "beat"
 
 
 def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
@@ -47,7 +53,12 @@ def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
 
 
 app = Celery("mailer", broker=BROKER_URL)
+_BEAT_TASKS = ("mailer.send_scheduled_posts", "mailer.start_due_campaigns", "mailer.sweep")
 app.conf.update(
+    # A worker started without -Q consumes every queue listed here.
+    task_queues=[Queue(BATCH_QUEUE), Queue(BEAT_QUEUE, routing_key=BEAT_QUEUE)],
+    task_default_queue=BATCH_QUEUE,
+    task_routes={name: {"queue": BEAT_QUEUE} for name in _BEAT_TASKS},
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
@@ -101,6 +112,8 @@ def send_batch_task(self: Task, campaign_id: int, batch: int) -> dict[str, int]:
             )
             # Never longer than the visibility timeout, or Redis hands the task out twice.
             delay = min(delay, VISIBILITY_TIMEOUT / 2)
+            with rt.sessions.begin() as session:  # held till then: the sweep leaves it be
+                handed_over(session, campaign_id, [batch], utcnow() + dt.timedelta(seconds=delay))
             raise self.retry(countdown=delay)
     return {"sent": result.sent, "failed": result.failed, "unknown": result.unknown}
 
@@ -112,9 +125,12 @@ def start_due_campaigns() -> list[int]:
 
 @app.task(name="mailer.sweep")
 def sweep() -> None:
-    # A batch waiting for rate tokens or backing off is quiet but alive: only a campaign
-    # quiet for as long as a claim may live has lost its batches.
-    dispatch.sweep(runtime(), queue(), quiet_seconds=settings.stale_claim_seconds)
+    dispatch.sweep(
+        runtime(),
+        queue(),
+        lost_after=dt.timedelta(seconds=settings.lost_batch_seconds),
+        unknown_window=dt.timedelta(seconds=settings.unknown_window_seconds),
+    )
 
 
 @app.task(name="mailer.send_scheduled_posts")

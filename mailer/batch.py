@@ -2,14 +2,21 @@
 
 The order is what keeps the ledger true whatever fails: the claim (queued →
 sending) commits before the request goes out, and the outcomes commit after it
-answers. A worker that dies in between leaves rows in ``sending``; ``reap`` later
+answers. A worker that dies in between leaves rows in ``sending``; the sweep later
 turns them into ``unknown``, which is never resent unless the operator's policy
 says so. A task delivered twice finds nothing left to claim.
+
+A reader the server refuses for now goes back to the queue alone, with the reason
+on its row, and is tried again with its batch; one refused at every try of its batch
+fails (a soft bounce), so one reader never makes a batch give up and pause the
+campaign. A reader whose address does not exist is a hard bounce, recorded and
+applied as a provider's bounce event is, so one rule takes addresses off the list.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from html import escape
 
@@ -28,7 +35,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from mailer.campaign import Campaign, CampaignState, Delivery, DeliveryState, transition
+from mailer.campaign import (
+    Campaign,
+    CampaignState,
+    Delivery,
+    DeliveryState,
+    finish_if_done,
+    transition,
+)
 from mailer.delivery import Outcome
 from mailer.edition import VIEW_PLACEHOLDER
 from mailer.errors import (
@@ -37,14 +51,14 @@ from mailer.errors import (
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from mailer.events import settle_unknown
+from mailer.events import Event, EventKind, apply, record, settle_unknown
 from mailer.message import Batch, Envelope, Sender, without_unsafe_readers
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose
 from mailer.tracking import CampaignLink, track, tracking_substitutions
 from subscribers.models import Status, Subscriber, Suppression, utcnow
 
-__all__ = ["BatchResult", "finish_if_done", "pause_with_error", "reap", "send_batch"]
+__all__ = ["BatchResult", "pause_with_error", "send_batch"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class BatchResult:
 class _Claimed:
     delivery_id: int
     subscriber_id: int
+    attempts: int  # this claim included
     email: str
     name: str
 
@@ -168,9 +183,10 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
         update(d)
         .where(target)
         .values(status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=d.c.attempts + 1)
-        .returning(d.c.id, d.c.subscriber_id)
+        .returning(d.c.id, d.c.subscriber_id, d.c.attempts)
     )
-    taken = dict(connection.execute(claim).all())  # delivery id → subscriber id
+    # delivery id → (subscriber id, attempts)
+    taken = {row.id: (row.subscriber_id, row.attempts) for row in connection.execute(claim)}
     if not taken:
         return [], 0
     # The readers by their own key: joining the ledger again would look every claimed
@@ -180,14 +196,14 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
         subscriber_id: (email, name)
         for subscriber_id, email, name, status, is_suppressed in connection.execute(
             select(s.c.id, s.c.email, s.c.name, s.c.status, suppressed).where(
-                _among(connection, s.c.id, list(taken.values()))
+                _among(connection, s.c.id, [subscriber for subscriber, _ in taken.values()])
             )
         )
         if status == Status.CONFIRMED and not is_suppressed
     }
     claimed = [
-        _Claimed(delivery_id, subscriber_id, *readers[subscriber_id])
-        for delivery_id, subscriber_id in sorted(taken.items())
+        _Claimed(delivery_id, subscriber_id, attempts, *readers[subscriber_id])
+        for delivery_id, (subscriber_id, attempts) in sorted(taken.items())
         if subscriber_id in readers
     ]
     gone = sorted(set(taken) - {c.delivery_id for c in claimed})
@@ -269,21 +285,47 @@ def _batch(rt: Runtime, session: Session, campaign: Campaign, claimed: list[_Cla
 def _record(
     rt: Runtime, campaign_id: int, claimed: list[_Claimed], outcomes: list[Outcome], skipped: int
 ) -> BatchResult:
-    """Write each outcome; claimed rows without one were not attempted and are requeued."""
+    """Write each outcome; claimed rows without one were not attempted and are requeued, as
+    are rows to retry. A deferred row is queued again with the reason, for its batch's next
+    try; at the batch's last try (MAILER_MAX_RETRIES + 1 in all) it fails instead, a soft
+    bounce, so that one reader never makes a batch give up."""
     by_key = {o.key: o for o in outcomes}
     now = utcnow()
-    counts = {"sent": 0, "failed": 0, "unknown": 0}
+    tries = rt.settings.max_retries + 1
+    counts: Counter[str] = Counter()
     # Rows with the same outcome (a SendGrid batch: all sent, one message id) are written
     # by one statement; rows with outcomes of their own (SMTP, outbox), by primary key.
     same: dict[tuple[str, str, str], list[int]] = {}
     untried = []
+    deferred = []  # what the readers queued again were told
+    bounces = []
     for c in claimed:
         outcome = by_key.get(_key(campaign_id, c.delivery_id))
-        if outcome is None:
+        if outcome is None or outcome.status == "retry":
             untried.append(c.delivery_id)
             continue
-        counts[outcome.status] += 1
-        written = (outcome.status, outcome.provider_id[:200], outcome.error[:2000])
+        status, error, bounce = outcome.status, outcome.error, outcome.bounce
+        if status == "deferred" and c.attempts < tries:
+            status = DeliveryState.QUEUED
+            deferred.append(error)
+        elif status == "deferred":
+            status, bounce = DeliveryState.FAILED, "soft"
+            error = f"deferred at each of {c.attempts} tries: {error}"
+        if bounce:
+            bounces.append(
+                Event(
+                    kind=EventKind.BOUNCED,
+                    at=now,
+                    source=rt.settings.backend,
+                    campaign_id=campaign_id,
+                    delivery_id=c.delivery_id,
+                    email=c.email,
+                    bounce=bounce,
+                    raw={"reply": outcome.error},
+                )
+            )
+        counts[status] += 1
+        written = (status, outcome.provider_id[:200], error[:2000])
         same.setdefault(written, []).append(c.delivery_id)
     singles = []
     with rt.sessions.begin() as session:
@@ -302,14 +344,26 @@ def _record(
                 connection.execute(update(_table).where(written_together).values(**values))
         if singles:  # by primary key; a row erased meanwhile is simply not there to update
             connection.execute(_UPDATE_ONE, singles)
+        # Events may have come while these rows were in flight: they settle them now.
+        unknown = [i for (status, _, _), ids in same.items() if status == "unknown" for i in ids]
+        settle_unknown(session, delivery_ids=unknown)
+        if bounces:
+            apply(session, record(session, bounces), rt.settings.soft_bounce_limit)
     if untried:
         _release(rt, untried)
+    # Why rows went back, for the retry and a give-up message: what stopped the batch
+    # first, then what deferred readers were told.
+    stopped = [o.error for o in outcomes if o.status in ("retry", "unknown")]
+    reasons = [*stopped, *deferred]
+    if not reasons and untried:
+        reasons = [f"the backend stopped early: {len(untried)} not tried"]
     return BatchResult(
         sent=counts["sent"],
         failed=counts["failed"],
         unknown=counts["unknown"],
         skipped=skipped,
-        requeued=len(untried),
+        requeued=len(untried) + len(deferred),
+        error=reasons[0] if reasons else "",
     )
 
 
@@ -362,61 +416,3 @@ def _count_error(rt: Runtime, campaign_id: int, error: str) -> None:
 def _finish(rt: Runtime, campaign_id: int) -> None:
     with rt.sessions.begin() as session:
         finish_if_done(session, campaign_id)
-
-
-def finish_if_done(session: Session, campaign_id: int) -> bool:
-    """Mark a sending campaign sent once no row is queued or in flight.
-
-    Called after every batch, so the usual answer ("rows are still open") comes from an
-    unlocked EXISTS on a partial index; the campaign row is locked, and the question
-    asked again, only when it looks finished.
-    """
-    if _has_open_rows(session, campaign_id):
-        return False
-    campaign = session.get(Campaign, campaign_id, with_for_update=True)
-    if campaign is None or campaign.status != CampaignState.SENDING or not campaign.filled:
-        return False
-    if _has_open_rows(session, campaign_id):
-        return False
-    transition(campaign, CampaignState.SENT)
-    return True
-
-
-def _has_open_rows(session: Session, campaign_id: int) -> bool:
-    open_row = exists().where(
-        Delivery.campaign_id == campaign_id,
-        Delivery.status.in_((DeliveryState.QUEUED, DeliveryState.SENDING)),
-    )
-    return bool(session.scalar(select(open_row)))
-
-
-def reap(rt: Runtime) -> dict[int, set[int]]:
-    """Rows a dead worker left in ``sending`` become ``unknown``, or, where the operator's
-    policy is ``resend``, queued again. Returns the batches to enqueue again, by campaign."""
-    cutoff = utcnow() - dt.timedelta(seconds=rt.settings.stale_claim_seconds)
-    resend = rt.settings.unknown_policy == "resend"
-    with rt.sessions.begin() as session:
-        stale = session.execute(
-            select(Delivery.id, Delivery.campaign_id, Delivery.batch)
-            .where(Delivery.status == DeliveryState.SENDING, Delivery.claimed_at < cutoff)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not stale:
-            return {}
-        values = (
-            {"status": DeliveryState.QUEUED, "claimed_at": None}
-            if resend
-            else {"status": DeliveryState.UNKNOWN, "error": "the worker stopped during the send"}
-        )
-        session.execute(
-            update(Delivery).where(Delivery.id.in_([s.id for s in stale])).values(**values)
-        )
-        settle_unknown(session, delivery_ids=[s.id for s in stale])  # the provider may know
-        touched = {s.campaign_id for s in stale}
-        for campaign_id in touched:
-            finish_if_done(session, campaign_id)
-    again: dict[int, set[int]] = {}
-    if resend:
-        for row in stale:
-            again.setdefault(row.campaign_id, set()).add(row.batch)
-    return again

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -21,8 +22,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    exists,
+    insert,
+    select,
     text,
     true,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -37,8 +42,11 @@ __all__ = [
     "CampaignState",
     "Delivery",
     "DeliveryState",
+    "Handover",
     "IllegalTransition",
     "fill_chunk",
+    "finish_if_done",
+    "handed_over",
     "transition",
 ]
 
@@ -51,7 +59,10 @@ class CampaignState(enum.StrEnum):
     SCHEDULED = "scheduled"
     SENDING = "sending"
     PAUSED = "paused"
-    SENT = "sent"
+    # Every row has its outcome, but some readers' are unknown: settled by the provider's
+    # events (then sent), or, once they are judged not sent, queued again (sending).
+    UNSETTLED = "unsettled"
+    SENT = "sent"  # every reader's outcome known
     CANCELLED = "cancelled"
     FAILED = "failed"
 
@@ -61,7 +72,7 @@ class DeliveryState(enum.StrEnum):
     SENDING = "sending"  # claimed by a worker; the request may be in flight
     SENT = "sent"
     FAILED = "failed"
-    UNKNOWN = "unknown"  # the worker died between the request and its answer
+    UNKNOWN = "unknown"  # the request went out, no answer came: a timeout, a dead worker
     SKIPPED = "skipped"  # left the list after the ledger was filled
 
 
@@ -70,15 +81,26 @@ _LEGAL = {
     CampaignState.SCHEDULED: {CampaignState.SENDING, CampaignState.CANCELLED, CampaignState.DRAFT},
     CampaignState.SENDING: {
         CampaignState.PAUSED,
+        CampaignState.UNSETTLED,
         CampaignState.SENT,
         CampaignState.CANCELLED,
         CampaignState.FAILED,
     },
     CampaignState.PAUSED: {CampaignState.SENDING, CampaignState.CANCELLED},
+    CampaignState.UNSETTLED: {CampaignState.SENT, CampaignState.SENDING},
     CampaignState.SENT: set(),
     CampaignState.CANCELLED: set(),
     CampaignState.FAILED: {CampaignState.SENDING, CampaignState.CANCELLED},
 }
+
+
+# States in which no batch goes out: the send has ended, for now or for good.
+_ENDED = (
+    CampaignState.UNSETTLED,
+    CampaignState.SENT,
+    CampaignState.CANCELLED,
+    CampaignState.FAILED,
+)
 
 
 class IllegalTransition(MailerError):
@@ -146,6 +168,13 @@ class Delivery(Base):
             sqlite_where=text("status IN ('queued', 'sending')"),
             postgresql_where=text("status IN ('queued', 'sending')"),
         ),
+        # The rows waiting to be settled: few, looked for by every sweep and every finish.
+        Index(
+            "ix_deliveries_unknown",
+            "campaign_id",
+            sqlite_where=text("status = 'unknown'"),
+            postgresql_where=text("status = 'unknown'"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -164,6 +193,31 @@ class Delivery(Base):
     error: Mapped[str] = mapped_column(Text, default="")
 
 
+class Handover(Base):
+    """When each batch was last handed to the queue: a queued batch handed over long ago
+    has lost its broker message, while one handed over lately waits its turn."""
+
+    __tablename__ = "handovers"
+
+    campaign_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # When its task was handed over, or, for a task retrying later, when it is due.
+    handed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+def handed_over(
+    session: Session, campaign_id: int, batches: Iterable[int], at: dt.datetime
+) -> None:
+    """Note that tasks for ``batches`` are in the broker, due at ``at``."""
+    batches = list(batches)
+    if batches:
+        session.execute(
+            update(Handover)
+            .where(Handover.campaign_id == campaign_id, Handover.batch.in_(batches))
+            .values(handed_at=at)
+        )
+
+
 def transition(campaign: Campaign, to: CampaignState) -> None:
     """Move a campaign to ``to`` if that is a legal step from where it is."""
     current = CampaignState(campaign.status)
@@ -171,10 +225,42 @@ def transition(campaign: Campaign, to: CampaignState) -> None:
         raise IllegalTransition(f"campaign {campaign.id} is {current}: it cannot become {to}")
     campaign.status = to
     now = utcnow()
-    if to == CampaignState.SENDING and campaign.started_at is None:
-        campaign.started_at = now
-    if to in (CampaignState.SENT, CampaignState.CANCELLED, CampaignState.FAILED):
+    if to == CampaignState.SENDING:
+        campaign.started_at = campaign.started_at or now
+        campaign.finished_at = None
+    elif to in _ENDED and campaign.finished_at is None:  # unsettled → sent keeps the end
         campaign.finished_at = now
+
+
+def finish_if_done(session: Session, campaign_id: int) -> bool:
+    """End a sending campaign once no row is queued or in flight: ``sent`` if every reader's
+    outcome is known, else ``unsettled``; an unsettled one is sent once its last unknown row
+    settles. Returns whether the campaign changed state.
+
+    Called after every batch, so the usual answer ("rows are still open") comes from an
+    unlocked EXISTS on a partial index; the campaign row is locked, and the question
+    asked again, only when it looks finished.
+    """
+    if _has_rows(session, campaign_id, DeliveryState.QUEUED, DeliveryState.SENDING):
+        return False
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None or not campaign.filled:
+        return False
+    if campaign.status not in (CampaignState.SENDING, CampaignState.UNSETTLED):
+        return False
+    if _has_rows(session, campaign_id, DeliveryState.QUEUED, DeliveryState.SENDING):
+        return False
+    unknown = _has_rows(session, campaign_id, DeliveryState.UNKNOWN)
+    done = CampaignState.UNSETTLED if unknown else CampaignState.SENT
+    if campaign.status == done:
+        return False
+    transition(campaign, done)
+    return True
+
+
+def _has_rows(session: Session, campaign_id: int, *states: DeliveryState) -> bool:
+    found = exists().where(Delivery.campaign_id == campaign_id, Delivery.status.in_(states))
+    return bool(session.scalar(select(found)))
 
 
 # The next chunk of the audience: confirmed, not suppressed subscribers after the last
@@ -213,7 +299,9 @@ def fill_chunk(session: Session, campaign: Campaign) -> range:
     It continues from the ledger itself (the highest subscriber id and batch queued so
     far, read by the INSERT itself, so two fillers at once cannot overlap), so an
     interrupted fill picks up where it stopped; the chunk that comes back short marks the
-    ledger complete. Call it with the campaign row locked.
+    ledger complete. Each new batch is noted as handed over now: the caller hands it to
+    the queue once this commits, and if it never does (it crashed in between), the sweep
+    finds the batch lost. Call it with the campaign row locked.
     """
     first_batch = campaign.batches
     chunk = campaign.batch_size * CHUNK_BATCHES
@@ -232,4 +320,11 @@ def fill_chunk(session: Session, campaign: Campaign) -> range:
         {"campaign_id": campaign.id},
     ).one()
     campaign.filled = added < chunk
-    return range(first_batch, campaign.batches)
+    batches = range(first_batch, campaign.batches)
+    if batches:
+        now = utcnow()
+        session.execute(
+            insert(Handover),
+            [{"campaign_id": campaign.id, "batch": b, "handed_at": now} for b in batches],
+        )
+    return batches

@@ -181,6 +181,14 @@ class Settings(BaseSettings):
     sweep_seconds: int = Field(default=60, ge=1)
     # What to do with `unknown` rows: wait for the provider's events, or send again.
     unknown_policy: Literal["reconcile", "resend"] = "reconcile"
+    # An `unknown` row with no `processed`/`delivered` event this long after its request is
+    # taken as not sent: the resend policy (or `mailer campaigns reconcile --resend`) may
+    # send it again. Shorter risks a second copy when the provider's events come late.
+    unknown_window_seconds: int = Field(default=3600, ge=0)
+    # A batch still queued this long after it was handed to the broker has lost its message
+    # (a Redis restart without persistence, a crash before the hand-over): the sweep hands
+    # it out again. Keep it above the longest wait for rate tokens (batch / send rate).
+    lost_batch_seconds: int = Field(default=300, ge=1)
 
     # SendGrid's Event Webhook verification key (Mail Settings → Signed Event Webhook),
     # and how old a signed request may be before it is taken for a replay.

@@ -9,6 +9,7 @@ a batch over twice, or after a crash, cannot send anything twice.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -16,17 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from mailer.batch import BatchResult, finish_if_done, pause_with_error, reap, send_batch
+from mailer.batch import BatchResult, pause_with_error, send_batch
 from mailer.campaign import (
     Campaign,
     CampaignState,
     Delivery,
     DeliveryState,
+    Handover,
     IllegalTransition,
     fill_chunk,
+    finish_if_done,
+    handed_over,
     transition,
 )
 from mailer.edition import Edition
@@ -41,20 +46,26 @@ __all__ = [
     "InlineQueue",
     "Progress",
     "Queue",
+    "Reconciled",
+    "Settled",
     "backoff",
     "cancel",
     "create_campaign",
+    "hand_over",
     "make_queue",
     "pause",
     "progress",
     "reconcile",
     "resume",
+    "settle",
     "start",
     "start_due",
     "sweep",
 ]
 
 SEND_BATCH_TASK = "mailer.send_batch"
+
+log = logging.getLogger("mailer.dispatch")
 
 
 def backoff(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
@@ -129,14 +140,32 @@ def make_queue(rt: Runtime, on_batch: Callable[[BatchResult], None] | None = Non
 
 
 def create_campaign(
-    rt: Runtime, edition: Edition, post_path: Path | None = None, tracking: bool | None = None
+    rt: Runtime,
+    edition: Edition,
+    post_path: Path | None = None,
+    tracking: bool | None = None,
+    *,
+    again: bool = False,
 ) -> tuple[Campaign, bool]:
-    """Freeze ``edition`` in a new draft campaign, or find the live campaign of its post.
+    """Freeze ``edition`` in a new draft campaign, or find the campaign of its post.
 
     Returns the campaign and whether it is new. The unique index on live campaigns'
-    slugs makes this safe against two callers at once (two beats, say). The campaign's
+    slugs makes this safe against two callers at once (two beats, say). A post whose
+    last campaign was cancelled gets that campaign back, so nothing (a redelivered beat
+    task, a late second beat) starts the post again by itself; only ``again`` makes a new
+    campaign, which goes to the readers the cancelled one did not reach. The campaign's
     link table is written with it: clicks can only ever lead to those links.
     """
+    if not again:
+        with rt.sessions() as session:
+            last = session.scalar(
+                select(Campaign)
+                .where(Campaign.slug == edition.slug)
+                .order_by(Campaign.id.desc())
+                .limit(1)
+            )
+        if last is not None and last.status == CampaignState.CANCELLED:
+            return last, False
     campaign = Campaign(
         slug=edition.slug,
         post_path=str(post_path or ""),
@@ -242,7 +271,9 @@ def pause(rt: Runtime, campaign_id: int) -> None:
 
 def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
     """Resume a paused (or failed) campaign: only rows still queued are sent. Returns how many
-    are still queued afterwards (none, when the queue sends inline)."""
+    rows were in flight when it resumed, claimed before it stopped: their sender finishes
+    them, or, if it stopped too, the sweep makes them unknown after
+    MAILER_STALE_CLAIM_SECONDS."""
     with rt.sessions.begin() as session:
         campaign = _locked(session, campaign_id)
         if campaign.status not in (CampaignState.PAUSED, CampaignState.FAILED):
@@ -250,13 +281,18 @@ def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
                 f"campaign {campaign_id} is {campaign.status}: only a paused or failed "
                 "campaign resumes (`mailer send` starts a new one)"
             )
+        in_flight = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryState.SENDING)
+        )
         transition(campaign, CampaignState.SENDING)
         campaign.errors = 0
         batches = _open_batches(session, campaign_id)
         finish_if_done(session, campaign_id)
-    queue.enqueue(campaign_id, batches)
+    hand_over(rt, queue, campaign_id, batches)
     fill(rt, campaign_id, queue)
-    return progress(rt, campaign_id).queued
+    return in_flight or 0
 
 
 def cancel(rt: Runtime, campaign_id: int) -> None:
@@ -264,67 +300,156 @@ def cancel(rt: Runtime, campaign_id: int) -> None:
         transition(_locked(session, campaign_id), CampaignState.CANCELLED)
 
 
-def sweep(rt: Runtime, queue: Queue, quiet_seconds: float) -> None:
-    """Keep sends moving whatever the broker lost: settle dead workers' rows, and hand
-    over again the batches of sending campaigns that made no progress lately."""
-    for campaign_id, batches in reap(rt).items():
+def hand_over(rt: Runtime, queue: Queue, campaign_id: int, batches: Iterable[int]) -> None:
+    """Hand ``batches`` to the queue again, noting when (the sweep reads it: ``Handover``)."""
+    batches = list(batches)
+    if batches:
+        with rt.sessions.begin() as session:
+            handed_over(session, campaign_id, batches, utcnow())
         queue.enqueue(campaign_id, batches)
-    cutoff = utcnow() - dt.timedelta(seconds=quiet_seconds)
+
+
+def sweep(
+    rt: Runtime, queue: Queue, *, lost_after: dt.timedelta, unknown_window: dt.timedelta
+) -> None:
+    """Keep sends moving and the ledger true without a person: settle the rows whose outcome
+    is unknown (``settle``, by MAILER_UNKNOWN_POLICY), finish the fills and the campaigns
+    a stopped process left, and hand out again each queued batch last handed over more
+    than ``lost_after`` ago (its broker message was lost). A batch handed out twice costs
+    nothing: the second task finds nothing left to claim."""
+    done = settle(rt, resend=rt.settings.unknown_policy == "resend", unknown_window=unknown_window)
+    if done.stranded:
+        log.warning("%d rows left in flight by a stopped sender are now unknown", done.stranded)
+    for campaign_id, batches in done.batches.items():
+        hand_over(rt, queue, campaign_id, batches)
+    cutoff = utcnow() - lost_after
     with rt.sessions() as session:
         sending = session.execute(
-            select(Campaign.id, Campaign.started_at).where(Campaign.status == CampaignState.SENDING)
+            select(Campaign.id, Campaign.filled).where(Campaign.status == CampaignState.SENDING)
         ).all()
-        stalled = {}
-        for campaign_id, started_at in sending:
-            last_claim = session.scalar(
-                select(func.max(Delivery.claimed_at)).where(Delivery.campaign_id == campaign_id)
+        lost = {
+            campaign_id: _lost_batches(session, campaign_id, cutoff) for campaign_id, _ in sending
+        }
+    for campaign_id, filled in sending:
+        if lost[campaign_id]:
+            log.warning(
+                "campaign %d: %d queued batches not picked up within %s handed out again",
+                campaign_id,
+                len(lost[campaign_id]),
+                lost_after,
             )
-            if (last_claim or started_at or cutoff) <= cutoff:
-                stalled[campaign_id] = _open_batches(session, campaign_id)
-    for campaign_id, batches in stalled.items():
-        queue.enqueue(campaign_id, batches)
-        fill(rt, campaign_id, queue)  # a fill its process did not finish
+        hand_over(rt, queue, campaign_id, lost[campaign_id])
+        if not filled:
+            fill(rt, campaign_id, queue)
         with rt.sessions.begin() as session:
             finish_if_done(session, campaign_id)
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What one pass over the rows whose outcome is unknown did (``settle``)."""
+
+    stranded: int  # rows a stopped sender left in flight: now unknown
+    settled: int  # unknown rows the provider's stored events show as accepted: now sent
+    requeued: int  # unknown rows with no such event for the window: queued again
+    batches: dict[int, list[int]]  # the batches of the requeued rows, by campaign
+
+
+def settle(
+    rt: Runtime,
+    *,
+    resend: bool,
+    unknown_window: dt.timedelta,
+    campaign_id: int | None = None,
+) -> Settled:
+    """The one order for rows whose outcome is unknown, the sweep's and ``reconcile``'s:
+    rows in flight longer than MAILER_STALE_CLAIM_SECONDS (their sender stopped) become
+    unknown; unknown rows the provider's stored events show as accepted become sent;
+    then, and only with ``resend``, unknown rows whose request is ``unknown_window`` old
+    without such an event are taken as not sent and queued again. Settling comes first,
+    always, so that a reader SendGrid confirmed is never sent the edition twice.
+
+    Of one campaign, or of all; a cancelled campaign's rows are never queued again.
+    """
+    now = utcnow()
+    scope = Delivery.campaign_id == campaign_id if campaign_id is not None else true()
+    stale = now - dt.timedelta(seconds=rt.settings.stale_claim_seconds)
+    with rt.sessions.begin() as session:
+        stranded = list(
+            session.scalars(
+                update(Delivery)
+                .where(scope, Delivery.status == DeliveryState.SENDING, Delivery.claimed_at < stale)
+                .values(status=DeliveryState.UNKNOWN, error="the worker stopped during the send")
+                .returning(Delivery.campaign_id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        settled = settle_unknown(session, campaign_id)
+        requeued = []
+        if resend:
+            live = select(Campaign.id).where(Campaign.status != CampaignState.CANCELLED)
+            requeued = session.execute(
+                update(Delivery)
+                .where(
+                    scope,
+                    Delivery.status == DeliveryState.UNKNOWN,
+                    Delivery.claimed_at < now - unknown_window,
+                    Delivery.campaign_id.in_(live),
+                )
+                .values(status=DeliveryState.QUEUED, claimed_at=None, error="")
+                .returning(Delivery.campaign_id, Delivery.batch)
+                .execution_options(synchronize_session=False)
+            ).all()
+        batches: dict[int, set[int]] = {}
+        for requeued_campaign, batch in requeued:
+            batches.setdefault(requeued_campaign, set()).add(batch)
+        for touched in sorted(set(stranded) | set(batches)):  # in id order: no deadlock
+            campaign = _locked(session, touched)
+            if touched in batches and campaign.status == CampaignState.UNSETTLED:
+                transition(campaign, CampaignState.SENDING)  # to send the rows queued again
+            finish_if_done(session, touched)
+    return Settled(
+        len(stranded), settled, len(requeued), {c: sorted(b) for c, b in batches.items()}
+    )
+
+
+@dataclass(frozen=True)
 class Reconciled:
     settled: int  # unknown rows the provider's events show as accepted: now sent
-    requeued: int  # unknown rows queued again (policy "resend")
+    requeued: int  # unknown rows queued again (resend, past the window)
     still_unknown: int
+    # When the last row still unknown will have waited the window: a resend sends it from
+    # then on (None: no row is unknown).
+    resendable_at: dt.datetime | None
 
 
 def reconcile(
-    rt: Runtime, campaign_id: int, queue: Queue, resend: bool | None = None
+    rt: Runtime,
+    campaign_id: int,
+    queue: Queue,
+    resend: bool | None = None,
+    *,
+    unknown_window: dt.timedelta,
 ) -> Reconciled:
-    """Settle a campaign's ``unknown`` deliveries: from the provider's events first, then by
-    policy (``MAILER_UNKNOWN_POLICY``, or ``resend`` given here): queue them again, or leave
-    them unknown for the operator to judge."""
+    """Settle a campaign's rows whose outcome is unknown, in the sweep's order (``settle``):
+    from the provider's stored events first; then, by ``resend`` (default:
+    ``MAILER_UNKNOWN_POLICY``), queue again those without an event for ``unknown_window``,
+    or leave them unknown for the operator to judge."""
     resend = rt.settings.unknown_policy == "resend" if resend is None else resend
-    unknown = (Delivery.campaign_id == campaign_id) & (Delivery.status == DeliveryState.UNKNOWN)
-    batches: list[int] = []
-    requeued = 0
-    with rt.sessions.begin() as session:
-        campaign = _locked(session, campaign_id)
-        settled = settle_unknown(session, campaign_id)
-        if resend:
-            batches = list(session.scalars(select(Delivery.batch).where(unknown).distinct()))
-            requeued = (
-                session.execute(
-                    update(Delivery)
-                    .where(unknown)
-                    .values(status=DeliveryState.QUEUED, claimed_at=None, error="")
-                ).rowcount
-                or 0
+    done = settle(rt, resend=resend, unknown_window=unknown_window, campaign_id=campaign_id)
+    hand_over(rt, queue, campaign_id, done.batches.get(campaign_id, []))
+    with rt.sessions() as session:
+        last_request = session.scalar(
+            select(func.max(Delivery.claimed_at)).where(
+                Delivery.campaign_id == campaign_id, Delivery.status == DeliveryState.UNKNOWN
             )
-            if requeued and campaign.status == CampaignState.SENT:
-                # Reopened to send the requeued rows; it is marked sent again when done.
-                campaign.status = CampaignState.SENDING
-                campaign.finished_at = None
-    if batches:
-        queue.enqueue(campaign_id, batches)
-    return Reconciled(settled, requeued, progress(rt, campaign_id).unknown)
+        )
+    return Reconciled(
+        done.settled,
+        done.requeued,
+        progress(rt, campaign_id).unknown,
+        last_request + unknown_window if last_request else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -372,6 +497,22 @@ def _locked(session, campaign_id: int) -> Campaign:
     if campaign is None:
         raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
     return campaign
+
+
+def _lost_batches(session: Session, campaign_id: int, cutoff: dt.datetime) -> list[int]:
+    """The campaign's batches with rows still queued, last handed over before ``cutoff``."""
+    queued = exists().where(
+        Delivery.campaign_id == Handover.campaign_id,
+        Delivery.batch == Handover.batch,
+        Delivery.status == DeliveryState.QUEUED,
+    )
+    return list(
+        session.scalars(
+            select(Handover.batch)
+            .where(Handover.campaign_id == campaign_id, Handover.handed_at < cutoff, queued)
+            .order_by(Handover.batch)
+        )
+    )
 
 
 def _open_batches(session, campaign_id: int) -> list[int]:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from psycopg.types.json import Json
-from sqlalchemy import JSON, Boolean, Index, Integer, String, select, update
+from sqlalchemy import JSON, Boolean, Index, Integer, String, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from mailer.campaign import Delivery, DeliveryState
+from mailer.campaign import Delivery, DeliveryState, finish_if_done
 from mailer.db import Base, Id, UTCDateTime
 from subscribers import store
 from subscribers.addresses import address_hash, lookup_hash
@@ -257,21 +257,29 @@ def _subscriber(session: Session, event: Event) -> Subscriber | None:
 def settle_unknown(
     session: Session, campaign_id: int | None = None, delivery_ids: Sequence[int] | None = None
 ) -> int:
-    """Deliveries whose outcome was unknown but that the provider reports accepting are sent
-    (of one campaign, or only the given deliveries, which keeps the statement small)."""
-    accepted = select(EventRecord.delivery_id).where(
+    """Deliveries whose outcome was unknown but that the provider reports accepting are sent:
+    of one campaign, or only the given deliveries (which keeps the statement small), or of
+    every campaign. Whenever a row becomes unknown its stored events must be asked, since
+    they may have come while it was in flight. A campaign whose last unknown row this
+    settles is sent. Returns how many rows it settled."""
+    if delivery_ids is not None and not delivery_ids:
+        return 0
+    accepted = exists().where(
+        EventRecord.delivery_id == Delivery.id,
         EventRecord.kind.in_((EventKind.PROCESSED, EventKind.DELIVERED)),
-        EventRecord.delivery_id.is_not(None),
     )
     statement = (
         update(Delivery)
-        .where(Delivery.status == DeliveryState.UNKNOWN, Delivery.id.in_(accepted))
+        .where(Delivery.status == DeliveryState.UNKNOWN, accepted)
         .values(status=DeliveryState.SENT, error="settled from the provider's events")
+        .returning(Delivery.campaign_id)
+        .execution_options(synchronize_session=False)
     )
     if campaign_id is not None:
         statement = statement.where(Delivery.campaign_id == campaign_id)
     if delivery_ids is not None:
-        if not delivery_ids:
-            return 0
         statement = statement.where(Delivery.id.in_(delivery_ids))
-    return session.execute(statement).rowcount or 0
+    campaigns = list(session.scalars(statement))
+    for settled_campaign in sorted(set(campaigns)):  # in id order: two settlers cannot deadlock
+        finish_if_done(session, settled_campaign)
+    return len(campaigns)

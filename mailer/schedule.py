@@ -1,8 +1,9 @@
 """The Friday send: the posts whose ``scheduled`` date is today, started once each.
 
 Beat calls this at the configured weekday and time. Starting is idempotent: a post
-with a live campaign is not started again, so a repeated tick or a second beat
-process sends nothing twice.
+with a campaign is not started again, not even when the operator cancelled it, so a
+repeated tick, a redelivered task or a second beat process sends nothing twice and
+nothing the operator stopped.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def due_posts(posts_dir: Path, today: dt.date) -> list[Post]:
 
 def send_scheduled_posts(rt: Runtime, queue: Queue, today: dt.date) -> list[str]:
     """Start every post due today that has no campaign yet; returns the slugs started.
+    (A cancelled post starts again only when the operator asks: ``mailer send --again``.)
 
     A post the linter finds errors in is not sent (as `mailer send` would not without
     --force); one post failing does not stop the others.

@@ -2,8 +2,9 @@
 
 It checks every request against the official request schema
 (``tests/data/sendgrid/mail_send.schema.json``) and records every recipient it
-accepts. It can be told to answer 429 (with ``Retry-After``) or 500 at random, or
-to answer slowly, so the sending pipeline's retries can be tested for real.
+accepts. It can be told to answer 429 (with ``Retry-After``) or 500 at random, to
+answer slowly, or to hang (``stall``), so the sending pipeline's retries and its
+uncertain outcomes can be tested for real.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class SendGridStandIn:
         self.invalid: list[str] = []  # schema errors of refused requests
         self.answers: collections.Counter[int] = collections.Counter()
         self.keep_bodies = True
+        self.stalls = 0  # how many of the next requests hang (see ``stall``)
+        self.stall_accepts = False
+        self.stalled: list[dict[str, Any]] = []  # the bodies of the hanging requests
+        self.released = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -62,8 +67,26 @@ class SendGridStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def stall(self, requests: int, *, accept: bool) -> None:
+        """The next ``requests`` requests hang unanswered until the stand-in stops, so their
+        clients time out (or die waiting). With ``accept`` each is accepted first, as when
+        SendGrid took a request and its answer was lost; without, none of it is sent, as
+        when a request never reached SendGrid."""
+        with self.lock:
+            self.stalls, self.stall_accepts = requests, accept
+
+    def stalled_keys(self) -> list[str]:
+        """The delivery keys (``custom_args``) of the requests hanging so far."""
+        with self.lock:
+            return [
+                p["custom_args"]["delivery"]
+                for body in self.stalled
+                for p in body["personalizations"]
+            ]
 
     def accepted(self) -> int:
         """How many recipients have been accepted so far (safe while requests arrive)."""
@@ -115,6 +138,16 @@ class SendGridStandIn:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with standin.lock:
+                    hang, standin.stalls = standin.stalls > 0, max(standin.stalls - 1, 0)
+                if hang:
+                    if standin.stall_accepts:
+                        standin.answer(body, self.headers.get("Authorization", ""))
+                    with standin.lock:
+                        standin.stalled.append(json.loads(body))
+                    standin.released.wait()
+                    self.close_connection = True  # no answer: the client has gone
+                    return
                 if standin.delay:
                     time.sleep(standin.delay)
                 if self.path != "/v3/mail/send":

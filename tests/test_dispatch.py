@@ -23,12 +23,13 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.batch import reap, send_batch
+from mailer.batch import send_batch
 from mailer.campaign import (
     Campaign,
     CampaignState,
     Delivery,
     DeliveryState,
+    Handover,
     IllegalTransition,
     fill_chunk,
     transition,
@@ -43,6 +44,7 @@ from mailer.dispatch import (
     pause,
     progress,
     resume,
+    settle,
     start,
     start_due,
     sweep,
@@ -63,6 +65,7 @@ from subscribers import store
 from subscribers.models import Status, Subscriber, SuppressionReason, utcnow
 
 BATCH = 7
+HOUR = dt.timedelta(hours=1)
 POST = """---
 title: The pipeline weekly
 scheduled: 2026-02-06
@@ -480,8 +483,9 @@ def test_reader_who_leaves_after_the_ledger_is_filled_is_skipped(
 ALLOWED = {
     "draft": {"scheduled", "sending", "cancelled"},
     "scheduled": {"sending", "cancelled", "draft"},
-    "sending": {"paused", "sent", "cancelled", "failed"},
+    "sending": {"paused", "unsettled", "sent", "cancelled", "failed"},
     "paused": {"sending", "cancelled"},
+    "unsettled": {"sent", "sending"},
     "sent": set(),
     "cancelled": set(),
     "failed": {"sending", "cancelled"},
@@ -495,8 +499,8 @@ def test_only_legal_transitions(source: CampaignState, target: CampaignState) ->
     if target.value in ALLOWED[source.value]:
         transition(campaign, target)
         assert campaign.status == target
-        if target in (CampaignState.SENT, CampaignState.CANCELLED, CampaignState.FAILED):
-            assert campaign.finished_at is not None
+        ended = ("unsettled", "sent", "cancelled", "failed")
+        assert (campaign.finished_at is not None) == (target in ended)
     else:
         with pytest.raises(IllegalTransition, match=f"is {source.value}"):
             transition(campaign, target)
@@ -566,7 +570,7 @@ def test_pause_holds_the_queue_and_resume_sends_only_what_is_left(
     assert (p.status, p.sent, p.queued, p.sending) == ("paused", BATCH, 20 - BATCH, 0)
 
     resumed = HeldQueue()
-    assert resume(rt, campaign_id, resumed) == 20 - BATCH
+    assert resume(rt, campaign_id, resumed) == 0  # no row was in flight
     assert resumed.handed == [(campaign_id, [1, 2])]  # not the batch already sent
     assert status_of(rt, campaign_id) == CampaignState.SENDING
     for campaign, batches in resumed.handed:
@@ -825,7 +829,7 @@ def test_uncertain_errors_make_rows_unknown_never_resent(rt: Runtime, tmp_path: 
     assert all(row.status == DeliveryState.UNKNOWN for row in rows)
     assert all("did not answer in time" in row.error for row in rows)
     p = progress(rt, campaign_id)
-    assert (p.status, p.unknown, p.sent, p.queued) == ("sent", 10, 0, 0)
+    assert (p.status, p.unknown, p.sent, p.queued) == ("unsettled", 10, 0, 0)
     # Handing the batches over again (a redelivered task) sends nothing.
     queue.enqueue(campaign_id, [0, 1])
     assert backend.calls == 2
@@ -871,7 +875,7 @@ def _strand(rt: Runtime, campaign_id: int, batch: int, age: dt.timedelta) -> lis
     return ids
 
 
-def test_reap_marks_stranded_rows_unknown_and_does_not_resend(rt: Runtime, tmp_path: Path) -> None:
+def test_stranded_rows_become_unknown_and_are_not_resent(rt: Runtime, tmp_path: Path) -> None:
     audience = seed(rt, confirmed=20)
     campaign_id = new_campaign(rt, tmp_path)
     assert start(rt, campaign_id, HeldQueue())
@@ -879,7 +883,7 @@ def test_reap_marks_stranded_rows_unknown_and_does_not_resend(rt: Runtime, tmp_p
     fresh = _strand(rt, campaign_id, 1, dt.timedelta(seconds=10))  # a live worker's claim
 
     assert rt.settings.unknown_policy == "reconcile"
-    assert reap(rt) == {}
+    assert settle(rt, resend=False, unknown_window=HOUR).batches == {}
     rows = {row.id: row for row in ledger(rt, campaign_id)}
     assert all(rows[i].status == DeliveryState.UNKNOWN for i in stranded)
     assert all("worker stopped" in rows[i].error for i in stranded)
@@ -895,13 +899,15 @@ def test_reap_marks_stranded_rows_unknown_and_does_not_resend(rt: Runtime, tmp_p
         )
     queue.enqueue(campaign_id, [0, 1, 2])
     p = progress(rt, campaign_id)
-    assert (p.status, p.unknown, p.sent, p.queued, p.sending) == ("sent", 7, 13, 0, 0)
+    assert (p.status, p.unknown, p.sent, p.queued, p.sending) == ("unsettled", 7, 13, 0, 0)
     unknown_ids = {row.subscriber_id for row in ledger(rt, campaign_id) if row.batch == 0}
     expected = sorted(e for e, sid in audience.eligible.items() if sid not in unknown_ids)
     assert recipients_in_outbox(rt) == expected
 
 
-def test_reap_under_resend_policy_requeues_and_sweep_sends(rt: Runtime, tmp_path: Path) -> None:
+def test_sweep_under_resend_policy_sends_stranded_rows_again_past_the_window(
+    rt: Runtime, tmp_path: Path
+) -> None:
     audience = seed(rt, confirmed=20)
     rt = configure(rt, unknown_policy="resend")
     campaign_id = new_campaign(rt, tmp_path)
@@ -912,7 +918,7 @@ def test_reap_under_resend_policy_requeues_and_sweep_sends(rt: Runtime, tmp_path
     assert len(stranded) == BATCH
 
     held = HeldQueue()
-    sweep(rt, held, quiet_seconds=3600)
+    sweep(rt, held, lost_after=HOUR, unknown_window=HOUR)  # two hours without an event
     assert held.handed == [(campaign_id, [0])]
     rows = {row.id: row for row in ledger(rt, campaign_id)}
     assert all(rows[i].status == DeliveryState.QUEUED for i in stranded)
@@ -933,15 +939,13 @@ def test_sweep_under_reconcile_settles_and_finishes_without_resending(
     assert start(rt, campaign_id, HeldQueue())
     _strand(rt, campaign_id, 0, dt.timedelta(hours=2))
     queue, _ = inline(rt)
-    sweep(rt, queue, quiet_seconds=60)
+    sweep(rt, queue, lost_after=HOUR, unknown_window=HOUR)
     p = progress(rt, campaign_id)
-    assert (p.status, p.unknown, p.sent, p.sending) == ("sent", 7, 0, 0)
+    assert (p.status, p.unknown, p.sent, p.sending) == ("unsettled", 7, 0, 0)
     assert outbox(rt) == {}
 
 
-def test_sweep_hands_over_again_the_batches_of_a_stalled_campaign(
-    rt: Runtime, tmp_path: Path
-) -> None:
+def test_sweep_hands_over_again_the_batches_the_broker_lost(rt: Runtime, tmp_path: Path) -> None:
     audience = seed(rt, confirmed=20)
     campaign_id = new_campaign(rt, tmp_path)
     assert start(rt, campaign_id, HeldQueue())  # the broker lost every task
@@ -949,23 +953,16 @@ def test_sweep_hands_over_again_the_batches_of_a_stalled_campaign(
     queue.enqueue(campaign_id, [1])
 
     held = HeldQueue()
-    sweep(rt, held, quiet_seconds=600)
-    assert held.handed == []  # recent progress: not stalled yet
+    sweep(rt, held, lost_after=dt.timedelta(minutes=10), unknown_window=HOUR)
+    assert held.handed == []  # handed over just now: waiting their turn
 
     with rt.sessions.begin() as session:
-        long_ago = utcnow() - dt.timedelta(hours=1)
         session.execute(
-            update(Campaign).where(Campaign.id == campaign_id).values(started_at=long_ago)
+            update(Handover)
+            .where(Handover.campaign_id == campaign_id)
+            .values(handed_at=utcnow() - HOUR)
         )
-        session.execute(
-            update(Delivery).where(Delivery.campaign_id == campaign_id).values(claimed_at=None)
-        )
-        session.execute(
-            update(Delivery)
-            .where(Delivery.campaign_id == campaign_id, Delivery.batch == 1)
-            .values(claimed_at=long_ago)
-        )
-    sweep(rt, held, quiet_seconds=600)
+    sweep(rt, held, lost_after=dt.timedelta(minutes=10), unknown_window=HOUR)
     assert held.handed == [(campaign_id, [0, 2])]  # only the batches with queued rows
     for campaign, batches in held.handed:
         queue.enqueue(campaign, batches)
@@ -973,7 +970,7 @@ def test_sweep_hands_over_again_the_batches_of_a_stalled_campaign(
     assert recipients_in_outbox(rt) == sorted(audience.eligible)
 
     again = HeldQueue()
-    sweep(rt, again, quiet_seconds=0)
+    sweep(rt, again, lost_after=dt.timedelta(0), unknown_window=HOUR)
     assert again.handed == []  # a sent campaign is left alone
 
 

@@ -2,9 +2,10 @@
 
 On SQLite and PostgreSQL: a backend that never hears back leaves rows ``unknown``; signed
 ``processed``/``delivered`` events through the live webhook settle them as sent,
-``reconcile`` reports what it did and (by policy) sends the rest exactly once, and
-``reap`` settles a dead worker's rows from events already stored. The operator's commands
-run as real processes; the stats page and the public archive are read over real HTTP.
+``reconcile`` reports what it did and (by policy, past the window) sends the rest exactly
+once, and ``settle`` settles a dead worker's rows from events already stored. The
+operator's commands run as real processes; the stats page and the public archive are
+read over real HTTP.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from mailer.batch import reap
 from mailer.campaign import Campaign, Delivery
 from mailer.delivery import Outcome
-from mailer.dispatch import InlineQueue, cancel, progress, reconcile, start
+from mailer.dispatch import InlineQueue, cancel, progress, reconcile, settle, start
 from mailer.errors import UncertainDeliveryError
 from mailer.events import Event, EventKind, record
 from mailer.message import Batch
@@ -50,6 +50,7 @@ start_server = server_factory()
 LINKS = ["https://example.org/story", "https://example.org/other"]
 READERS = [f"reader{i}@example.org" for i in range(7)]
 STATS_TOKEN = "stats-token-for-tests"
+HOUR = dt.timedelta(hours=1)
 
 
 class Uncertain:
@@ -154,6 +155,7 @@ def uncertain_campaign(make_rt, settings, sessions, tmp_path: Path, slug: str, r
     assert uncertain.calls > 0
     state = progress(rt, campaign_id)
     assert (state.unknown, state.sent, state.queued) == (len(readers), 0, 0), state
+    assert state.status == "unsettled"
     return rt, campaign_id
 
 
@@ -188,29 +190,41 @@ def test_events_settle_unknown_rows_and_reconcile_does_the_rest(
     store(sessions, provider_event(EventKind.PROCESSED, campaign_id, key_of[r[3]]))
     recording = Recording()
     resender = make_rt(server.settings, recording)
-    done = reconcile(resender, campaign_id, InlineQueue(resender), resend=False)
+    done = reconcile(
+        resender, campaign_id, InlineQueue(resender), resend=False, unknown_window=HOUR
+    )
     assert (done.settled, done.requeued, done.still_unknown) == (1, 0, 3)
     assert recording.keys == []
     assert {e for e, s in statuses(sessions, campaign_id).items() if s == "unknown"} == set(r[4:])
 
     # Without a choice the settings' policy ("reconcile") leaves them for the operator.
-    done = reconcile(resender, campaign_id, InlineQueue(resender))
+    done = reconcile(resender, campaign_id, InlineQueue(resender), unknown_window=HOUR)
     assert (done.settled, done.requeued, done.still_unknown) == (0, 0, 3)
     assert recording.keys == []
+    # "resend" sends them only once the window has passed without an event: not yet.
+    done = reconcile(resender, campaign_id, InlineQueue(resender), resend=True, unknown_window=HOUR)
+    assert (done.settled, done.requeued, done.still_unknown) == (0, 0, 3)
+    assert done.resendable_at is not None and done.resendable_at > utcnow()
+    assert recording.keys == []
 
-    # "resend": the rest is queued and sent, exactly once each.
-    done = reconcile(resender, campaign_id, InlineQueue(resender), resend=True)
+    # Past the window: the rest is queued and sent, exactly once each.
+    window = dt.timedelta(0)
+    done = reconcile(
+        resender, campaign_id, InlineQueue(resender), resend=True, unknown_window=window
+    )
     assert (done.settled, done.requeued, done.still_unknown) == (0, 3, 0)
     assert sorted(recording.keys) == sorted(key_of[email] for email in r[4:])
     state = progress(resender, campaign_id)
     assert (state.sent, state.unknown, state.queued, state.status) == (7, 0, 0, "sent")
     # Again: nothing left to do, nothing sent twice.
-    done = reconcile(resender, campaign_id, InlineQueue(resender), resend=True)
-    assert (done.settled, done.requeued, done.still_unknown) == (0, 0, 0)
+    done = reconcile(
+        resender, campaign_id, InlineQueue(resender), resend=True, unknown_window=window
+    )
+    assert (done.settled, done.requeued, done.still_unknown, done.resendable_at) == (0, 0, 0, None)
     assert len(recording.keys) == 3
 
 
-def test_reap_settles_dead_workers_rows_from_stored_events(
+def test_dead_workers_rows_settle_from_stored_events(
     server: LiveServer, key: WebhookKey, make_rt, sessions, tmp_path
 ) -> None:
     seed(sessions, READERS[:4])
@@ -232,11 +246,12 @@ def test_reap_settles_dead_workers_rows_from_stored_events(
     # In flight is not unknown: the events wait for the reaper.
     assert set(statuses(sessions, campaign_id).values()) == {"sending"}
 
-    assert reap(rt) == {}  # policy "reconcile": nothing to send again
+    done = settle(rt, resend=False, unknown_window=HOUR)  # as the sweep does
+    assert (done.stranded, done.settled, done.requeued) == (4, 2, 0)
     assert statuses(sessions, campaign_id) == {
         r[0]: "sent", r[1]: "sent", r[2]: "unknown", r[3]: "unknown"
     }  # fmt: skip
-    assert progress(rt, campaign_id).status == "sent"
+    assert progress(rt, campaign_id).status == "unsettled"
     assert rt.backend.keys == []
 
 
@@ -306,7 +321,7 @@ def test_cli_reconcile_and_stats(
         "campaigns", "reconcile", str(campaign_id), "--no-resend",
         database_url=database_url, cwd=tmp_path,
     )  # fmt: skip
-    assert " ".join(out.split()) == (
+    assert " ".join(out.split()).startswith(  # then when a resend could send the rest
         f"Campaign {campaign_id}: 2 settled as sent from provider events, "
         "0 queued again, 3 still unknown."
     )
@@ -334,7 +349,14 @@ def test_cli_reconcile_and_stats(
     ]  # fmt: skip
     assert overview[1] == [str(campaign_id), "Cli Weekly", "2", "1", "1", "50.0%", "1", "0"]
 
-    # Policy "resend" through the command: the three unknown rows go out, once.
+    # Policy "resend" through the command, once the window has passed with no event: the
+    # three unknown rows go out, once.
+    with rt.sessions.begin() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.status == "unknown")
+            .values(claimed_at=utcnow() - 2 * HOUR)
+        )
     outbox = {"MAILER_BACKEND": "outbox", "MAILER_OUTBOX_DIR": str(tmp_path / "outbox")}
     args = ("campaigns", "reconcile", str(campaign_id), "--resend")
     out = run_cli(*args, database_url=database_url, cwd=tmp_path, **outbox)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 POST = """---
 title: Operator weekly
@@ -220,3 +221,28 @@ def test_demo_sends_three_emails_once(tmp_path: Path) -> None:
     assert {path.name: path.stat().st_mtime_ns for path in outbox(tmp_path)} == before
     assert query(tmp_path, "SELECT COUNT(*) FROM campaigns") == [(1,)]
     assert query(tmp_path, "SELECT SUM(attempts) FROM deliveries") == [(3,)]
+
+
+def test_a_send_that_ends_with_unknown_readers_says_so_and_exits_3(site: Path) -> None:
+    """A request that never got an answer: its readers are unknown, the campaign is
+    `unsettled`, not `sent`, and a script calling `mailer send` sees it in the exit status."""
+    with SendGridStandIn() as standin:
+        standin.stall(1, accept=False)
+        env = {
+            "MAILER_BACKEND": "sendgrid",
+            "MAILER_SENDGRID_API_KEY": API_KEY,
+            "MAILER_SENDGRID_HOST": standin.url,
+            "MAILER_DELIVERY_TIMEOUT": "1",
+            "MAILER_BATCH_SIZE": "2",
+            "MAILER_SECRET_KEYS": "a-real-secret-for-this-test-long-enough",
+            "MAILER_PUBLIC_URL": "https://mail.example.org",
+        }
+        result = run("send", "post.md", cwd=site, env=env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "(unsettled)" in result.stdout
+    assert "2 readers' outcome is unknown" in result.stdout.replace("\n", " ")
+    assert query(site, "SELECT status, COUNT(*) FROM deliveries GROUP BY 1 ORDER BY 1") == [
+        ("sent", 1),
+        ("unknown", 2),
+    ]

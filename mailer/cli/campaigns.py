@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import click
 from rich.table import Table
 from sqlalchemy import select
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from mailer import dispatch
 from mailer.campaign import Campaign
 from mailer.cli import Context, console
-from mailer.cli.send import follow_campaign, print_summary
+from mailer.cli.send import explain_unsettled, follow_campaign, print_summary
 from mailer.cli.terminal import shown
 
 
@@ -61,6 +63,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
     ):
         table.add_row(label, value)
     console.print(table)
+    explain_unsettled(ctx, campaign_id, p)
     if follow:
         follow_campaign(ctx, campaign_id, f"campaign {campaign_id}")
 
@@ -81,8 +84,8 @@ def pause(ctx: Context, campaign_id: int) -> None:
 @click.pass_obj
 def resume(ctx: Context, campaign_id: int) -> None:
     """Send what is still queued (never what was sent or is unknown)."""
-    dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
-    print_summary(ctx, campaign_id)
+    in_flight = dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
+    print_summary(ctx, campaign_id, in_flight=in_flight)
 
 
 @campaigns.command()
@@ -105,8 +108,16 @@ def cancel(ctx: Context, campaign_id: int) -> None:
 @click.pass_obj
 def reconcile(ctx: Context, campaign_id: int, resend: bool | None) -> None:
     """Settle unknown deliveries from the provider's events, then by policy."""
-    done = dispatch.reconcile(ctx, campaign_id, dispatch.make_queue(ctx), resend)
+    window = dt.timedelta(seconds=ctx.settings.unknown_window_seconds)
+    queue = dispatch.make_queue(ctx)
+    done = dispatch.reconcile(ctx, campaign_id, queue, resend, unknown_window=window)
     console.print(
         f"Campaign {campaign_id}: {done.settled:,} settled as sent from provider events, "
         f"{done.requeued:,} queued again, {done.still_unknown:,} still unknown."
     )
+    if done.resendable_at is not None:
+        console.print(
+            f"Events may still settle them; from {done.resendable_at:%Y-%m-%d %H:%M} UTC "
+            f"(MAILER_UNKNOWN_WINDOW_SECONDS after their request) `mailer campaigns reconcile "
+            f"{campaign_id} --resend` sends again those no event has settled."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +11,15 @@ from zoneinfo import ZoneInfo
 
 import click
 from sqlalchemy import exists, func, select
+from sqlalchemy.exc import OperationalError
 
+from mailer.batch import BatchResult, pause_with_error
+from mailer.campaign import Delivery, DeliveryState
 from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
 from mailer.cli.terminal import printable, shown
-from mailer.dispatch import create_campaign, make_queue, progress, start, sweep
+from mailer.delivery import POLICY_REFUSAL
+from mailer.dispatch import Progress, create_campaign, make_queue, progress, start, sweep
 from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
 from mailer.lint import lint
@@ -28,6 +33,12 @@ FOLLOW_INTERVAL = 1.0
 # Watching must not slow the send: counting a million-row ledger takes 0.1–0.2 s of the
 # database, so a refresh waits at least twenty times as long as its count took.
 FOLLOW_COST_SHARE = 0.05
+# How long --follow waits for a database that stopped answering (a restart, a failover)
+# before it gives up; the send itself goes on without the watch.
+FOLLOW_PATIENCE = 120.0
+# How long `mailer send` waits for the broker to answer before it starts a campaign.
+BROKER_CHECK_SECONDS = 3.0
+UNSETTLED_EXIT = 3
 
 
 @click.command()
@@ -42,6 +53,11 @@ FOLLOW_COST_SHARE = 0.05
 @click.option("--follow", is_flag=True, help="Watch the send until it ends.")
 @click.option("--force", is_flag=True, help="Send even if the linter finds errors.")
 @click.option(
+    "--again",
+    is_flag=True,
+    help="Start POST again after its campaign was cancelled (to the readers it did not reach).",
+)
+@click.option(
     "--tracking/--no-tracking",
     default=None,
     help="Open and click tracking [default: MAILER_TRACKING].",
@@ -55,9 +71,16 @@ def send(
     test_to: str | None,
     follow: bool,
     force: bool,
+    again: bool,
     tracking: bool | None,
 ) -> None:
-    """Send POST to every confirmed subscriber (each exactly once, whatever fails)."""
+    """Send POST to every confirmed subscriber (each exactly once, whatever fails).
+
+    Exit status 3 when the send (inline, or watched with --follow) ended `unsettled`:
+    some readers' requests got no answer, so whether they got it is not known yet.
+
+    Example: mailer send posts/2026-02-06-ai-weekly.md --follow
+    """
     settings = ctx.settings
     edition = Renderer(settings).render(load_post(post))
     findings = lint(edition, settings)
@@ -81,29 +104,36 @@ def send(
             f"{', '.join(unsafe)}: readers' links would not work or could be forged"
         )
     at = _parse_when(when, settings.send_timezone) if when else None
-    campaign, new = create_campaign(ctx, edition, post, tracking)
+    _preflight(ctx)
+    campaign, new = create_campaign(ctx, edition, post, tracking, again=again)
     inline = not settings.broker_url
     interrupted = campaign.status == "sending" and inline
     if not new and campaign.status != "draft" and not interrupted:
         moment = campaign.finished_at or campaign.started_at or campaign.created_at
         console.print(
             f"{shown(post)} has campaign {campaign.id} already ({shown(campaign.status)}, "
-            f"{moment:%Y-%m-%d %H:%M} UTC): nothing to do; `mailer campaigns show {campaign.id}`."
+            f"{moment:%Y-%m-%d %H:%M} UTC): nothing to do; `mailer campaigns show {campaign.id}`"
+            + (
+                f"; `mailer send {shown(post)} --again` sends it to the readers it did not reach."
+                if campaign.status == "cancelled"
+                else "."
+            )
         )
         return
     if at is not None and at > utcnow() and inline:
         _wait_until(at)  # no beat without a broker: this process keeps the appointment
         at = None
     if not inline:
-        start(ctx, campaign.id, make_queue(ctx), at)
+        _start_on_broker(ctx, campaign.id, at)
     else:
         with CampaignBar(edition.subject, 0) as bar:
             queue = make_queue(
-                ctx, on_batch=_throttled(lambda: bar.show(progress(ctx, campaign.id)))
+                ctx, on_batch=_on_batch(lambda: bar.show(progress(ctx, campaign.id)))
             )
             if interrupted:  # a `mailer send` stopped before it finished: go on with it
                 console.print(f"Going on with the interrupted send of campaign {campaign.id}.")
-                sweep(ctx, queue, quiet_seconds=0)
+                window = dt.timedelta(seconds=settings.unknown_window_seconds)
+                sweep(ctx, queue, lost_after=dt.timedelta(0), unknown_window=window)
             else:
                 start(ctx, campaign.id, queue, at)
             bar.show(progress(ctx, campaign.id))
@@ -113,15 +143,62 @@ def send(
         return
     if follow and settings.broker_url:
         follow_campaign(ctx, campaign.id, edition.subject)
-    print_summary(ctx, campaign.id)
+    # Inline, nothing else sends: a row still in flight was left by a sender that stopped.
+    final = print_summary(ctx, campaign.id, in_flight=state.sending if inline else 0)
+    if final.status == "unsettled" and (inline or follow):  # a script sees it too
+        sys.exit(UNSETTLED_EXIT)
 
 
-def _throttled(show: Callable[[], None], every: float = 0.5) -> Callable[[object], None]:
-    """A progress callback that redraws at most every ``every`` seconds (counting is a query)."""
+def _preflight(ctx: Context) -> None:
+    """What can be checked before a campaign exists: the backend builds (credentials
+    present, a DKIM key that signs) and the broker answers. Failing later would leave a
+    campaign half started."""
+    _ = ctx.backend  # built now (and kept), for its ConfigError
+    if ctx.settings.broker_url:
+        from kombu import Connection
+        from kombu.exceptions import OperationalError as BrokerError
+        from kombu.utils.url import maybe_sanitize_url
+
+        url = ctx.settings.broker_url
+        try:
+            with Connection(url, connect_timeout=BROKER_CHECK_SECONDS) as broker:
+                broker.ensure_connection(max_retries=0)
+        except BrokerError as exc:
+            raise ConfigError(
+                f"cannot reach the broker MAILER_BROKER_URL={maybe_sanitize_url(url)} "
+                f"({str(exc).rstrip('.')}): nothing was started"
+            ) from exc
+
+
+def _start_on_broker(ctx: Context, campaign_id: int, at: dt.datetime | None) -> None:
+    """Start a campaign whose batches go to the workers. A broker lost meanwhile pauses it,
+    with the reason, for `mailer campaigns resume` to hand out what is still queued."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        start(ctx, campaign_id, make_queue(ctx), at)
+    except BrokerError as exc:
+        reason = str(exc).rstrip(".")
+        pause_with_error(ctx, campaign_id, f"the broker stopped answering ({reason})")
+        raise MailerError(
+            f"the broker stopped answering while campaign {campaign_id} was handed out "
+            f"({reason}): it is paused; once the broker is back, "
+            f"`mailer campaigns resume {campaign_id}` goes on"
+        ) from exc
+
+
+def _on_batch(show: Callable[[], None], every: float = 0.5) -> Callable[[BatchResult], None]:
+    """A progress callback that says why readers went back to the queue, and redraws at
+    most every ``every`` seconds (counting is a query)."""
     last = 0.0
 
-    def on_batch(_result: object) -> None:
+    def on_batch(result: BatchResult) -> None:
         nonlocal last
+        if result.requeued:
+            console.print(
+                f"[yellow]{result.requeued:,} back in the queue, tried again after a pause:[/] "
+                f"{shown(result.error)}"
+            )
         if time.monotonic() - last >= every:
             last = time.monotonic()
             show()
@@ -129,20 +206,65 @@ def _throttled(show: Callable[[], None], every: float = 0.5) -> Callable[[object
     return on_batch
 
 
-def follow_campaign(ctx: Context, campaign_id: int, title: str) -> None:
-    """A live bar until the campaign stops sending."""
+def follow_campaign(
+    ctx: Context,
+    campaign_id: int,
+    title: str,
+    patience: float = FOLLOW_PATIENCE,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """A live bar until the campaign stops sending. It only watches: a database that
+    stops answering is waited out for ``patience`` seconds, then it gives up in one line."""
     with CampaignBar(title, 0) as bar:
+        lost_at: float | None = None
         while True:
             asked = time.monotonic()
-            state = progress(ctx, campaign_id)
+            try:
+                state = progress(ctx, campaign_id)
+            except OperationalError as exc:
+                lost_at = asked if lost_at is None else lost_at
+                reason = str(exc.orig or exc).strip().partition("\n")[0]
+                if asked - lost_at >= patience:
+                    raise MailerError(
+                        f"the database has not answered for {asked - lost_at:.0f} s ({reason}): "
+                        f"stopped watching campaign {campaign_id}, whose send goes on; "
+                        f"`mailer campaigns show {campaign_id} --follow` watches it again"
+                    ) from exc
+                if lost_at == asked:
+                    console.print(
+                        f"[yellow]The database does not answer[/] ({shown(reason)}): "
+                        f"trying again for up to {patience:.0f} s."
+                    )
+                sleep(FOLLOW_INTERVAL)
+                continue
+            if lost_at is not None:
+                console.print("The database answers again.")
+                lost_at = None
             bar.show(state)
             if state.status != "sending":
                 return
             counting = time.monotonic() - asked
-            time.sleep(max(FOLLOW_INTERVAL, counting / FOLLOW_COST_SHARE))
+            sleep(max(FOLLOW_INTERVAL, counting / FOLLOW_COST_SHARE))
 
 
-def print_summary(ctx: Context, campaign_id: int) -> None:
+def explain_unsettled(ctx: Context, campaign_id: int, p: Progress) -> None:
+    """What an unsettled campaign means, and what the operator may do about it."""
+    if p.status != "unsettled":
+        return
+    window = dt.timedelta(seconds=ctx.settings.unknown_window_seconds)
+    later = (
+        "the sweep sends them again"
+        if ctx.settings.unknown_policy == "resend"
+        else f"`mailer campaigns reconcile {campaign_id} --resend` sends them again"
+    )
+    console.print(
+        f"[yellow]{p.unknown:,} readers' outcome is unknown[/] (their request got no answer): "
+        f"the provider's events settle them as they come; after {window} without one, {later}."
+    )
+
+
+def print_summary(ctx: Context, campaign_id: int, in_flight: int = 0) -> Progress:
+    """The campaign's counts (returned); ``in_flight``: rows a stopped sender left in flight."""
     p = progress(ctx, campaign_id)
     console.print(
         f"Campaign {campaign_id} ({shown(p.status)}): {p.recipients:,} recipients — "
@@ -150,14 +272,30 @@ def print_summary(ctx: Context, campaign_id: int) -> None:
         f"still queued {p.queued + p.sending:,}; backend {ctx.settings.backend}"
         + (f" ({ctx.settings.outbox_dir}/)" if ctx.settings.backend == "outbox" else "")
     )
-    if p.sending:
+    if in_flight:
         console.print(
-            f"[yellow]{p.sending:,} were in flight when a sender stopped:[/] they become unknown "
-            f"after MAILER_STALE_CLAIM_SECONDS ({ctx.settings.stale_claim_seconds} s); run "
-            "`mailer send` again then, or `mailer campaigns reconcile`."
+            f"[yellow]{in_flight:,} were in flight when a sender stopped:[/] if it does not "
+            f"answer, they become unknown after MAILER_STALE_CLAIM_SECONDS "
+            f"({ctx.settings.stale_claim_seconds} s) and are settled from the provider's events."
         )
+    explain_unsettled(ctx, campaign_id, p)
+    if p.failed:
+        with ctx.sessions() as session:
+            refused = session.scalar(
+                select(func.count()).where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.status == DeliveryState.FAILED,
+                    Delivery.error.startswith(POLICY_REFUSAL),
+                )
+            )
+        if refused:
+            console.print(
+                f"[yellow]{refused:,} {POLICY_REFUSAL}[/] (SMTP 5.7.x: taken for spam, "
+                "blocked); those readers stay on the list."
+            )
     if p.last_error:
         console.print(f"[yellow]last error:[/] {shown(p.last_error)}")
+    return p
 
 
 def _parse_when(when: str, zone: str) -> dt.datetime:

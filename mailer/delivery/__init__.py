@@ -1,12 +1,12 @@
 """Delivery backends: one module each, one small protocol.
 
 A backend takes a ``Batch`` and delivers its envelopes, returning an ``Outcome`` per
-envelope it attempted. An envelope without an outcome was not sent (the backend
-stopped early, or the server said "later" for that reader) and goes back to the
-queue. A failure of the whole batch is raised as a ``TransientDeliveryError``
-(nothing went out; try again later), an ``UncertainDeliveryError`` (it may have gone
-out), a ``PermanentDeliveryError`` (trying again will not help) or a ``ConfigError``
-(credentials refused: the campaign pauses), so retry logic keys on the type alone.
+envelope it attempted. An envelope without an outcome was not tried (the backend
+stopped early) and goes back to the queue. A failure of the whole batch is raised as
+a ``TransientDeliveryError`` (nothing went out; try again later), an
+``UncertainDeliveryError`` (it may have gone out), a ``PermanentDeliveryError``
+(trying again will not help) or a ``ConfigError`` (credentials refused: the campaign
+pauses), so retry logic keys on the type alone.
 """
 
 from __future__ import annotations
@@ -18,15 +18,32 @@ from mailer.config import MIN_SECRET_BYTES, Settings
 from mailer.errors import ConfigError
 from mailer.message import Batch
 
-__all__ = ["Backend", "Outcome", "make_backend"]
+__all__ = ["POLICY_REFUSAL", "Backend", "Outcome", "make_backend"]
+
+
+# The start of a failed reader's error when the server refused the mail by policy (SMTP
+# 5.7.x: taken for spam, blocked): the address is fine, so the reader stays on the list.
+POLICY_REFUSAL = "refused by policy"
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one envelope.
+
+    ``sent``, ``failed`` and ``unknown`` are what the ledger records. ``deferred``: the
+    server refused this reader for now (greylisting, a full mailbox): the row goes back
+    to the queue with the reason and fails once its batch has no tries left. ``retry``:
+    not accepted, for a reason that is the server's and not the reader's (busy, our
+    sender refused): back to the queue; the reason is the batch's, so it reaches the
+    campaign if the batch gives up. ``bounce="hard"``: the address does not exist, and
+    comes off the list as a provider's bounce event takes it off.
+    """
+
     key: str
-    status: Literal["sent", "failed", "unknown"]
+    status: Literal["sent", "failed", "unknown", "deferred", "retry"]
     provider_id: str = ""
     error: str = ""
+    bounce: Literal["hard", ""] = ""
 
 
 class Backend(Protocol):

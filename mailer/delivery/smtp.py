@@ -2,22 +2,24 @@
 
 Each reader gets the same message an outbox file holds (multipart/alternative,
 text first, list headers, a unique Message-ID), DKIM-signed with ``dkimpy`` when a
-key is configured. A reader whose copy would be unsafe (``to_bytes`` refuses it) and
-a recipient the server refuses fail alone; losing the
-connection mid-batch, or a "try later" answer to the message, ends the batch early:
-what went out is recorded, a message in flight is ``unknown``, the rest go back to the
-queue. A reader refused for now (greylisting, a full mailbox) goes back alone.
+key is configured. What the server answers about one reader (to RCPT TO, or to
+the message, which has that reader alone) is about that reader only: "later" (4xx)
+defers them, "never" (5xx) fails them, and a 5.1.x "no such address" is a hard
+bounce. What it answers about us (421 "closing", our sender refused) ends the batch:
+what went out is recorded, the rest go back to the queue. Losing the connection
+mid-message makes that message ``unknown``.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from pathlib import Path
 
 import dkim
 
-from mailer.delivery import Outcome
+from mailer.delivery import POLICY_REFUSAL, Outcome
 from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
 from mailer.message import Batch, check_batch, to_bytes
 
@@ -26,15 +28,25 @@ __all__ = ["DkimKey", "SmtpBackend"]
 
 class DkimKey:
     def __init__(self, private_key_file: Path, selector: str, domain: str) -> None:
+        """Reads the key and signs a test message with it, so that a key that does not
+        parse is a setting error before a campaign starts, not a failure mid-send."""
+        setting = f"MAILER_DKIM_PRIVATE_KEY_FILE={private_key_file}"
         try:
             self.key = private_key_file.read_bytes()
         except OSError as exc:
-            setting = f"MAILER_DKIM_PRIVATE_KEY_FILE={private_key_file}"
             raise ConfigError(f"{setting}: {exc.strerror}") from exc
         if not domain:
             raise ConfigError("MAILER_DKIM_PRIVATE_KEY_FILE is set: set MAILER_DKIM_DOMAIN too")
         self.selector = selector.encode()
         self.domain = domain.encode()
+        try:
+            self.sign(b"From: check@example.org\r\nSubject: check\r\n\r\ncheck\r\n")
+        except dkim.DKIMException as exc:
+            problem = " ".join(str(exc).split())  # dkimpy's messages span lines
+            raise ConfigError(
+                f"{setting}: not a private key dkimpy can sign with (an unencrypted RSA key "
+                f"in PEM, PKCS#1 or PKCS#8): {problem}"
+            ) from exc
 
     def sign(self, message: bytes) -> bytes:
         headers = [b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
@@ -55,6 +67,8 @@ class SmtpBackend:
         timeout: float = 30.0,
         dkim_key: DkimKey | None = None,
     ) -> None:
+        if username and not password:
+            raise ConfigError("MAILER_SMTP_USERNAME is set: set MAILER_SMTP_PASSWORD too")
         self.host, self.port, self.security = host, port, security
         self.username, self.password = username, password
         self.timeout = timeout
@@ -99,21 +113,21 @@ class SmtpBackend:
                     smtp.sendmail(batch.sender.email, [envelope.email], message)
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = exc.recipients.get(envelope.email, (550, b""))
-                    if 400 <= code < 500:  # greylisted or over quota: this reader later
-                        continue
-                    outcomes.append(Outcome(envelope.key, "failed", error=_reason((code, text))))
-                except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
-                    if 400 <= exc.smtp_code < 500:  # "try later": this one and the rest
-                        return outcomes
-                    error = _reason((exc.smtp_code, exc.smtp_error))
-                    outcomes.append(Outcome(envelope.key, "failed", error=error))
-                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError):
-                    # This one may or may not have gone out; the rest are retried.
-                    outcomes.append(Outcome(envelope.key, "unknown", error="connection lost"))
-                    return outcomes
+                    outcome = _refused(envelope.key, code, text)
+                except smtplib.SMTPDataError as exc:
+                    outcome = _refused(envelope.key, exc.smtp_code, exc.smtp_error)
+                except smtplib.SMTPSenderRefused as exc:  # our address: the same for everyone
+                    error = _reason(exc.smtp_code, exc.smtp_error)
+                    outcome = Outcome(envelope.key, "retry", error=error)
+                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+                    # This one may or may not have gone out.
+                    outcome = Outcome(envelope.key, "unknown", error=f"connection lost: {exc}")
                 else:
                     message_id = batch.message_id(envelope)
-                    outcomes.append(Outcome(envelope.key, "sent", provider_id=message_id))
+                    outcome = Outcome(envelope.key, "sent", provider_id=message_id)
+                outcomes.append(outcome)
+                if outcome.status in ("retry", "unknown"):
+                    break  # the connection is gone or refuses us: the rest go back to the queue
         finally:
             try:
                 smtp.quit()
@@ -122,7 +136,30 @@ class SmtpBackend:
         return outcomes
 
 
-def _reason(code_and_text: tuple[int, bytes | str]) -> str:
-    code, text = code_and_text
+# A reply with RFC 3463's enhanced status code (class.subject.detail) after its own code.
+_ENHANCED = re.compile(r"[0-9]{3} [245]\.([0-9]{1,3})\.[0-9]{1,3}\b")
+
+
+def _refused(key: str, code: int, text: bytes | str) -> Outcome:
+    """What a refusal of one reader's message means: 421 (closing the connection), the
+    server's trouble, not the reader's; other 4xx, this reader later; x.1.x (no such
+    mailbox or domain), a hard bounce; x.7.x (policy: taken for spam, blocked), a failure
+    about this mail, not the address; any other 5xx, a failure. Without an enhanced code
+    a 5xx is a plain failure: "550" alone may be a policy refusal."""
+    reason = _reason(code, text)
+    if code == 421:
+        return Outcome(key, "retry", error=reason)
+    if 400 <= code < 500:
+        return Outcome(key, "deferred", error=reason)
+    enhanced = _ENHANCED.match(reason)
+    subject = enhanced[1] if enhanced else ""
+    if subject == "1":
+        return Outcome(key, "failed", error=reason, bounce="hard")
+    if subject == "7":
+        return Outcome(key, "failed", error=f"{POLICY_REFUSAL}: {reason}")
+    return Outcome(key, "failed", error=reason)
+
+
+def _reason(code: int, text: bytes | str) -> str:
     text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     return f"{code} {text}".strip()

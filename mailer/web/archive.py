@@ -26,6 +26,7 @@ _published = Campaign.started_at.is_not(None) & Campaign.status.in_(
     (
         CampaignState.SENDING,
         CampaignState.PAUSED,
+        CampaignState.UNSETTLED,
         CampaignState.SENT,
         CampaignState.CANCELLED,
         CampaignState.FAILED,
