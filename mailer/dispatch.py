@@ -35,7 +35,7 @@ from mailer.campaign import (
     transition,
 )
 from mailer.edition import Edition
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.events import settle_unknown
 from mailer.runtime import Runtime
 from mailer.tracking import CampaignLink, link_table
@@ -50,6 +50,7 @@ __all__ = [
     "Settled",
     "backoff",
     "cancel",
+    "check_broker",
     "create_campaign",
     "hand_over",
     "make_queue",
@@ -94,6 +95,23 @@ class CeleryQueue:
     def close(self) -> None:
         """Release the broker connections (a long-lived process keeps its queue open)."""
         self.app.close()
+
+
+def check_broker(broker_url: str, timeout: float = 3.0) -> None:
+    """``ConfigError`` in one line unless the broker answers within ``timeout`` seconds:
+    checked before a campaign is started or resumed, so none is left half handed out."""
+    from kombu import Connection
+    from kombu.exceptions import OperationalError as BrokerError
+    from kombu.utils.url import maybe_sanitize_url
+
+    try:
+        with Connection(broker_url, connect_timeout=timeout) as broker:
+            broker.ensure_connection(max_retries=0)
+    except BrokerError as exc:
+        raise ConfigError(
+            f"cannot reach the broker MAILER_BROKER_URL={maybe_sanitize_url(broker_url)} "
+            f"({str(exc).rstrip('.')}): nothing was started"
+        ) from exc
 
 
 class InlineQueue:

@@ -236,7 +236,10 @@ def _clean_list(session: Session, event: Event, soft_bounce_limit: int) -> None:
         if subscriber.soft_bounces >= soft_bounce_limit:
             how = f"{how} ({subscriber.soft_bounces} soft bounces)"
             store.unsubscribe(session, subscriber, how, Status.BOUNCED)
-    else:  # hard bounces and blocks
+    elif event.bounce == "block":  # refused by policy: about the mail or the sender, and
+        # suppressing would take good readers off the list whenever a provider blocks us
+        store.record(session, subscriber.id, "blocked", source=how)
+    else:
         store.unsubscribe(session, subscriber, how, Status.BOUNCED)
 
 

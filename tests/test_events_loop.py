@@ -160,7 +160,8 @@ def test_events_clean_the_list_and_the_next_campaign_skips_it(
     assert post_events(server.url, soft[-1:], key).json()["new"] == 1
     assert count_events(sessions) == len(events) + 1
 
-    expected_status = {r[2]: "bounced", r[3]: "bounced", r[4]: "complained", r[5]: "bounced"}
+    # r[3]'s block (5.7.1, refused by policy) is about our mail: counted, the reader kept.
+    expected_status = {r[2]: "bounced", r[4]: "complained", r[5]: "bounced"}
     for email in READERS:
         status = expected_status.get(email, "confirmed")
         assert subscriber(sessions, email).status == status, email
@@ -182,8 +183,8 @@ def test_events_clean_the_list_and_the_next_campaign_skips_it(
     # The next campaign (tracking off) goes to nobody the events took off the list.
     second = send(rt, write_post(tmp_path, "loop-two", "Loop two", LINKS), tracking=False)
     assert second != first
-    assert set(personalizations(standin, "loop-two")) == {r[0], r[1], r[6], r[7]}
-    assert progress(rt, second).sent == 4
+    assert set(personalizations(standin, "loop-two")) == {r[0], r[1], r[3], r[6], r[7]}
+    assert progress(rt, second).sent == 5
     assert max(standin.recipients.values()) == 2  # nobody got either campaign twice
     assert standin.invalid == []
 

@@ -139,6 +139,10 @@ def test_a_broker_lost_while_handing_out_leaves_the_campaign_paused_to_resume(
     assert "`mailer campaigns resume 1`" in one_line_error(result)
     assert query(site, "SELECT status FROM campaigns") == [("paused",)]
     assert query(site, "SELECT status, COUNT(*) FROM deliveries GROUP BY 1") == [("queued", 2)]
+    # Resumed while the broker is still away: one line, and the campaign stays paused.
+    again = run("campaigns", "resume", "1", cwd=site, env={"MAILER_BROKER_URL": broker})
+    assert "cannot reach the broker" in one_line_error(again)
+    assert query(site, "SELECT status FROM campaigns") == [("paused",)]
 
 
 def test_a_dkim_key_that_does_not_parse_is_one_line_before_any_campaign(site: Path) -> None:

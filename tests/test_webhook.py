@@ -252,7 +252,10 @@ def test_an_event_with_an_absurd_timestamp_is_no_crash(
     assert count_events(sessions, kind="delivered") == 1
 
 
-def test_bounces_and_complaints_suppress(server: LiveServer, key: WebhookKey, sessions) -> None:
+def test_bounces_and_complaints_suppress_and_a_block_does_not(
+    server: LiveServer, key: WebhookKey, sessions
+) -> None:
+    """A block (5.7.x, refused by policy) is about our mail, not the address: counted, kept."""
     seed(sessions, ["hard@example.org", "block@example.org", "spam@example.org"])
     response = post_events(
         server.url,
@@ -265,8 +268,8 @@ def test_bounces_and_complaints_suppress(server: LiveServer, key: WebhookKey, se
     )
     assert response.status_code == 200, response.text
     assert subscriber(sessions, "hard@example.org").status == "bounced"
-    assert subscriber(sessions, "block@example.org").status == "bounced"
+    assert subscriber(sessions, "block@example.org").status == "confirmed"
     assert subscriber(sessions, "spam@example.org").status == "complained"
     assert suppression_reason(sessions, "hard@example.org") == "bounced"
-    assert suppression_reason(sessions, "block@example.org") == "bounced"
+    assert suppression_reason(sessions, "block@example.org") is None
     assert suppression_reason(sessions, "spam@example.org") == "complained"

@@ -84,6 +84,8 @@ def pause(ctx: Context, campaign_id: int) -> None:
 @click.pass_obj
 def resume(ctx: Context, campaign_id: int) -> None:
     """Send what is still queued (never what was sent or is unknown)."""
+    if ctx.settings.broker_url:
+        dispatch.check_broker(ctx.settings.broker_url)
     in_flight = dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
     print_summary(ctx, campaign_id, in_flight=in_flight)
 

@@ -19,7 +19,15 @@ from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
 from mailer.cli.terminal import printable, shown
 from mailer.delivery import POLICY_REFUSAL
-from mailer.dispatch import Progress, create_campaign, make_queue, progress, start, sweep
+from mailer.dispatch import (
+    Progress,
+    check_broker,
+    create_campaign,
+    make_queue,
+    progress,
+    start,
+    sweep,
+)
 from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
 from mailer.lint import lint
@@ -36,8 +44,6 @@ FOLLOW_COST_SHARE = 0.05
 # How long --follow waits for a database that stopped answering (a restart, a failover)
 # before it gives up; the send itself goes on without the watch.
 FOLLOW_PATIENCE = 120.0
-# How long `mailer send` waits for the broker to answer before it starts a campaign.
-BROKER_CHECK_SECONDS = 3.0
 UNSETTLED_EXIT = 3
 
 
@@ -155,19 +161,7 @@ def _preflight(ctx: Context) -> None:
     campaign half started."""
     _ = ctx.backend  # built now (and kept), for its ConfigError
     if ctx.settings.broker_url:
-        from kombu import Connection
-        from kombu.exceptions import OperationalError as BrokerError
-        from kombu.utils.url import maybe_sanitize_url
-
-        url = ctx.settings.broker_url
-        try:
-            with Connection(url, connect_timeout=BROKER_CHECK_SECONDS) as broker:
-                broker.ensure_connection(max_retries=0)
-        except BrokerError as exc:
-            raise ConfigError(
-                f"cannot reach the broker MAILER_BROKER_URL={maybe_sanitize_url(url)} "
-                f"({str(exc).rstrip('.')}): nothing was started"
-            ) from exc
+        check_broker(ctx.settings.broker_url)
 
 
 def _start_on_broker(ctx: Context, campaign_id: int, at: dt.datetime | None) -> None:

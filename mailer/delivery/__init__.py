@@ -36,14 +36,15 @@ class Outcome:
     not accepted, for a reason that is the server's and not the reader's (busy, our
     sender refused): back to the queue; the reason is the batch's, so it reaches the
     campaign if the batch gives up. ``bounce="hard"``: the address does not exist, and
-    comes off the list as a provider's bounce event takes it off.
+    comes off the list as a provider's bounce event takes it off; ``"block"``: refused by
+    policy (taken for spam), counted as a provider's block is, the reader kept.
     """
 
     key: str
     status: Literal["sent", "failed", "unknown", "deferred", "retry"]
     provider_id: str = ""
     error: str = ""
-    bounce: Literal["hard", ""] = ""
+    bounce: Literal["hard", "block", ""] = ""
 
 
 class Backend(Protocol):

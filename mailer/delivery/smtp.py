@@ -156,7 +156,7 @@ def _refused(key: str, code: int, text: bytes | str) -> Outcome:
     if subject == "1":
         return Outcome(key, "failed", error=reason, bounce="hard")
     if subject == "7":
-        return Outcome(key, "failed", error=f"{POLICY_REFUSAL}: {reason}")
+        return Outcome(key, "failed", error=f"{POLICY_REFUSAL}: {reason}", bounce="block")
     return Outcome(key, "failed", error=reason)
 
 
