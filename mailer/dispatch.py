@@ -115,7 +115,9 @@ def check_broker(broker_url: str, timeout: float = 3.0) -> None:
 
 
 class InlineQueue:
-    """Runs each batch at once in this process, retrying transient errors with backoff."""
+    """Runs the batches in this process: each once, then those with readers back in the
+    queue again after a pause (backoff), so a reader told "later" holds up only its own
+    batch's tries, never the batches after it."""
 
     def __init__(self, rt: Runtime, on_batch: Callable[[BatchResult], None] | None = None) -> None:
         self.rt = rt
@@ -123,27 +125,24 @@ class InlineQueue:
         self.sleep = time.sleep
 
     def enqueue(self, campaign_id: int, batches: Iterable[int]) -> None:
-        for batch in batches:
-            run_batch_with_retries(self.rt, campaign_id, batch, self.sleep, self.on_batch)
+        s = self.rt.settings
+        waiting = list(batches)
+        for attempt in range(s.max_retries + 1):
+            results = {batch: self._send(campaign_id, batch) for batch in waiting}
+            waiting = [batch for batch, result in results.items() if result.requeued]
+            if not waiting:
+                return
+            if attempt < s.max_retries:
+                asked = max(results[batch].retry_after or 0.0 for batch in waiting)
+                self.sleep(backoff(attempt, asked, s.retry_base_seconds, s.retry_max_seconds))
+        for batch in waiting:
+            give_up(self.rt, campaign_id, batch, results[batch].error)
 
-
-def run_batch_with_retries(
-    rt: Runtime,
-    campaign_id: int,
-    batch: int,
-    sleep: Callable[[float], None],
-    on_batch: Callable[[BatchResult], None] | None = None,
-) -> None:
-    for attempt in range(rt.settings.max_retries + 1):
-        result = send_batch(rt, campaign_id, batch)
-        if on_batch is not None:
-            on_batch(result)
-        if not result.requeued:
-            return
-        if attempt < rt.settings.max_retries:
-            s = rt.settings
-            sleep(backoff(attempt, result.retry_after, s.retry_base_seconds, s.retry_max_seconds))
-    give_up(rt, campaign_id, batch, result.error)
+    def _send(self, campaign_id: int, batch: int) -> BatchResult:
+        result = send_batch(self.rt, campaign_id, batch)
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return result
 
 
 def give_up(rt: Runtime, campaign_id: int, batch: int, error: str) -> None:
