@@ -48,6 +48,7 @@ from mailer.schedule import send_scheduled_posts
 from subscribers.models import utcnow
 from tests.event_support import deliveries, new_campaign, seed, wait_for, write_post
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
+from tests.test_reconcile import Recording
 from tests.test_workers import BROKER, SECRET, broker, worker  # noqa: F401  (broker: a fixture)
 
 LINKS = ["https://example.org/story"]
@@ -56,19 +57,6 @@ HOUR = dt.timedelta(hours=1)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class Recording:
-    """A provider that accepts everything and remembers each delivery key it was given."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-
-    def send(self, batch: Batch) -> list[Outcome]:
-        self.keys.extend(e.key for e in batch.envelopes)
-        return [Outcome(e.key, "sent", provider_id="recorded") for e in batch.envelopes]
 
 
 class UncertainOnce(Recording):

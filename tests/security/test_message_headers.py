@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 import mailer.message
 from mailer.campaign import Delivery, DeliveryState
@@ -28,7 +28,7 @@ from mailer.delivery import Outcome
 from mailer.delivery.outbox import OutboxBackend
 from mailer.delivery.sendgrid import SendGridBackend
 from mailer.delivery.smtp import SmtpBackend
-from mailer.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.dispatch import progress
 from mailer.edition import Edition
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.lint import lint
@@ -42,7 +42,7 @@ from subscribers.models import Status, Subscriber
 from subscribers.optin import OptIn
 from tests.conftest import DATABASES
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
-from tests.test_smtp import Mailbox, free_port
+from tests.test_smtp import Mailbox, deliveries, free_port, send
 
 ATTACK = (
     "=?utf-8?q?X=0D=0AReply-To:_a@attacker.example=0D=0AContent-Type:_text/plain=0D=0A=0D=0A"
@@ -142,24 +142,11 @@ def seed(rt: Runtime, victim_name: str) -> dict[str, int]:
 
 
 def send_campaign(rt: Runtime, tmp_path: Path) -> int:
-    path = tmp_path / "header-weekly.md"
-    path.write_text(POST, "utf-8")
-    campaign, new = create_campaign(rt, Renderer(rt.settings).render(load_post(path)), path)
-    assert new
-    queue = InlineQueue(rt)
-    queue.sleep = lambda seconds: None
-    assert start(rt, campaign.id, queue)
-    return campaign.id
-
-
-def ledger(rt: Runtime, campaign_id: int) -> dict[int, Delivery]:
-    with rt.sessions() as session:
-        rows = session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id))
-        return {row.subscriber_id: row for row in rows}
+    return send(rt, tmp_path, POST)
 
 
 def assert_only_the_victim_failed(rt: Runtime, campaign_id: int, ids: dict[str, int]) -> Delivery:
-    rows = ledger(rt, campaign_id)
+    rows = deliveries(rt, campaign_id)
     victim = rows[ids[VICTIM]]
     assert victim.status == DeliveryState.FAILED
     assert victim.error.startswith("not sent: the reader's name: "), victim.error
@@ -253,7 +240,7 @@ def test_a_refused_reader_stays_failed_when_the_request_is_not_answered(
         )
         ids = seed(rt, UNSAFE_NAMES["encoded-word"])
         campaign_id = send_campaign(rt, tmp_path)
-    rows = ledger(rt, campaign_id)
+    rows = deliveries(rt, campaign_id)
     assert rows[ids[VICTIM]].status == DeliveryState.FAILED
     assert rows[ids[VICTIM]].error.startswith("not sent: the reader's name: ")
     assert rows[ids[ANN]].status == DeliveryState.UNKNOWN
@@ -340,7 +327,7 @@ def test_an_unsafe_sender_name_fails_the_campaign_batches_not_each_reader_alone(
     campaign_id = send_campaign(rt, tmp_path)
 
     assert list(outbox.glob("*.eml")) == []
-    rows = ledger(rt, campaign_id)
+    rows = deliveries(rt, campaign_id)
     assert {rows[i].status for i in ids.values()} == {DeliveryState.FAILED}
     assert all("sender name" in rows[i].error for i in ids.values())
     assert "sender name" in progress(rt, campaign_id).last_error
