@@ -129,12 +129,13 @@ def _free_socket() -> socket.socket:
 
 @contextmanager
 def serve(
-    settings: Settings, database_url: str, folder: Path, **overrides: Any
+    settings: Settings, database_url: str, folder: Path, access_log: bool = False, **overrides: Any
 ) -> Iterator[LiveServer]:
     """Run ``create_app`` under uvicorn in a background thread; yield once it accepts requests.
 
     ``public_url`` is the server's own address (the port is picked first), so the links in
-    its email lead back to it; ``overrides`` are further settings.
+    its email lead back to it; ``overrides`` are further settings. ``access_log``: uvicorn
+    logs each request (at INFO, on ``uvicorn.access``) as `mailer serve` does.
     """
     sock = _free_socket()
     port = sock.getsockname()[1]
@@ -155,8 +156,8 @@ def serve(
         app,
         proxy_headers=True,  # as `mailer serve` runs it
         log_config=None,  # leave the test run's logging alone
-        log_level="warning",
-        access_log=False,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
         ws="none",
         lifespan="on",
         timeout_graceful_shutdown=5,

@@ -25,6 +25,7 @@ from mailer.errors import ConfigError
 from mailer.render import Renderer
 from mailer.tokens import Signer
 from mailer.web import archive, stats, subscribe, tracking, webhooks
+from mailer.web.access_log import REDACT_TOKENS
 from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
 from mailer.web.pages import Pages
 from mailer.web.tracking import EventBuffer, LinkTables
@@ -58,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        access_log = logging.getLogger("uvicorn.access")
+        access_log.addFilter(REDACT_TOKENS)  # here: uvicorn has set up its logging by now
         events.start()
         yield
         after_response.wait()  # confirmation emails still going out
