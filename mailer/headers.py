@@ -11,7 +11,6 @@ in (web, CLI, import, settings, front matter) and again where a message is built
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from mailer.errors import UnsafeHeaderValue
 
@@ -20,16 +19,18 @@ __all__ = ["ENCODED_WORD", "MAX_HEADER_TEXT", "check_header_text", "header_text_
 # RFC 2047: =?charset?encoding?encoded-text?= (lenient: any encoding letter, any text).
 ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[A-Za-z]\?[^?]*\?=")
 MAX_HEADER_TEXT = 200
+# Unicode's Cc (C0 with NUL, CR, LF and TAB; DEL; C1), and U+2028/U+2029 (Zl, Zp): one
+# search per value, since every reader's name is checked on every send.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def header_text_problem(value: str, max_length: int = MAX_HEADER_TEXT) -> str | None:
     """Why ``value`` may not go into a header, or None when it may."""
     if len(value) > max_length:
         return f"longer than {max_length} characters"
-    for character in value:
-        # Cc: C0, DEL, C1 (NUL, CR and LF among them); Zl/Zp: U+2028, U+2029.
-        if unicodedata.category(character) in ("Cc", "Zl", "Zp"):
-            return f"contains the control character U+{ord(character):04X}"
+    control = _CONTROL.search(value)
+    if control:
+        return f"contains the control character U+{ord(control[0]):04X}"
     if ENCODED_WORD.search(value):
         return "contains an RFC 2047 encoded word (=?…?=)"
     return None
