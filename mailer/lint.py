@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from mailer.config import Settings
 from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
 from mailer.headers import header_text_problem
+from mailer.post import Post
 from mailer.textwidth import display_width
 
 __all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]
@@ -24,9 +25,11 @@ SUBJECT_WIDTH = 60
 _PLACEHOLDERS = (UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER)
 
 
-def lint(edition: Edition, settings: Settings) -> list[Finding]:
-    """Every finding for ``edition``: those of rendering first, then those of the HTML."""
-    findings = list(edition.findings)
+def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list[Finding]:
+    """Every finding for ``edition``: those of loading ``post`` (when given) and of rendering
+    first, then those of the HTML."""
+    findings = _check_post(post) if post else []
+    findings.extend(edition.findings)
     size = edition.size
     if size > CLIP_LIMIT:
         findings.append(
@@ -63,6 +66,13 @@ def lint(edition: Edition, settings: Settings) -> list[Finding]:
         )
         findings.append(Finding("warning", "no-postal-address", message))
     return findings
+
+
+def _check_post(post: Post) -> list[Finding]:
+    """Control characters were removed on loading (they made the MJML invalid); say where, as
+    the author may have pasted more than those invisible bytes."""
+    message = "removed invisible control characters (they break the email): check what was pasted"
+    return [Finding("warning", "control-character", message, line) for line in post.control_lines]
 
 
 def _check_header_text(edition: Edition) -> list[Finding]:

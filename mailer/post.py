@@ -1,8 +1,9 @@
-"""A weekly post as its author wrote it: Markdown with optional YAML front matter.
+"""A weekly post as its author wrote it: Markdown with optional front matter.
 
 Loading is strict about what would otherwise surface on Friday as a broken send:
-bytes that are not UTF-8, malformed YAML, an empty body, no title. Each is one
-``PostError`` naming the file and, where there is one, the line.
+bytes that are not UTF-8, malformed front matter, an empty body, no title. Each is one
+``PostError`` naming the file and, where there is one, the line. Front matter may be
+written as any common site generator writes it (see ``mailer.frontmatter``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import frontmatter
-import yaml
-
 from mailer.errors import PostError
+from mailer.frontmatter import FrontMatter, read_front_matter
 from mailer.language import is_language_tag
 
 __all__ = ["Post", "load_post"]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_FIRST_H1 = re.compile(r"\A\s*#[ \t]+(?P<title>.+?)[ \t#]*$", re.MULTILINE)
+_H1 = re.compile(r" {0,3}#[ \t]+(?P<title>.+?)(?:[ \t]+#+)?[ \t]*")
+_SECTION = re.compile(r" {0,3}#{2,6}(?:[ \t]|$)")
+_FENCE = re.compile(r" {0,3}(?P<fence>`{3,}|~{3,})")
+# C0 controls but tab and newline, DEL, C1: no email shows them and MJML rejects some.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_DATE = re.compile(r"(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})(?P<time>(?:[ T].*)?)")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Post:
     tags: tuple[str, ...] = field(default=())
     lang: str | None = None
     canonical_url: str | None = None
+    # Lines of the file where invisible control characters were removed, for the linter.
+    control_lines: tuple[int, ...] = field(default=())
 
 
 def load_post(path: Path | str) -> Post:
@@ -51,22 +57,25 @@ def load_post(path: Path | str) -> Post:
         raw = path.read_bytes()
     except OSError as exc:
         raise PostError(path, f"cannot read the file ({exc.strerror})") from exc
-    text = _decode(path, raw)
-    meta, body = _split(path, text)
+    text = _decode(path, raw).replace("\r\n", "\n").replace("\r", "\n")
+    control_lines = tuple(
+        sorted({text.count("\n", 0, m.start()) + 1 for m in _CONTROL.finditer(text)})
+    )
+    text = _CONTROL.sub("", text)
+    front = read_front_matter(path, text)
+    meta = front.meta
 
     title = _text_field(path, meta, "title")
+    body = front.body
     if not title:
-        heading = _FIRST_H1.match(body)
-        if heading:
-            title = heading["title"].strip()
-            body = body[heading.end() :]
-    body = body.strip()
+        title, body = _title_from_heading(body)
+    stripped = body.lstrip()
+    body_line = front.body_line + body[: len(body) - len(stripped)].count("\n")
+    body = stripped.rstrip()
     if not body:
         raise PostError(path, "the post has no body: write the newsletter below the front matter")
     if not title:
-        raise PostError(
-            path, "the post has no title: add 'title:' to the front matter or start with '# Title'"
-        )
+        raise PostError(path, _no_title(front))
     slug = _text_field(path, meta, "slug") or path.stem
     if not _SLUG.fullmatch(slug):
         raise PostError(
@@ -79,31 +88,44 @@ def load_post(path: Path | str) -> Post:
         slug=slug,
         title=title,
         body=body,
-        body_line=text[: text.find(body)].count("\n") + 1 if body in text else 1,
+        body_line=body_line,
         date=_date_field(path, meta, "date"),
         scheduled=_date_field(path, meta, "scheduled", with_time=True),
         subject=_text_field(path, meta, "subject"),
-        preheader=_text_field(path, meta, "preheader") or _text_field(path, meta, "description"),
+        preheader=_first_text(path, meta, "preheader", "description", "summary"),
         tags=_tags(path, meta),
         lang=_lang(path, meta),
-        canonical_url=_text_field(path, meta, "canonical_url") or _text_field(path, meta, "url"),
+        canonical_url=_first_text(path, meta, "canonical_url", "url"),
+        control_lines=control_lines,
     )
 
 
-def _split(path: Path, text: str) -> tuple[dict[str, Any], str]:
-    """Front matter and body; a post without front matter is all body."""
-    handler = frontmatter.YAMLHandler()
-    stripped = text.strip()
-    if not handler.detect(stripped):
-        return {}, text
-    front, body = handler.split(stripped)
-    try:
-        meta = handler.load(front) or {}
-    except yaml.YAMLError as exc:
-        raise PostError(path, _yaml_problem(exc), _yaml_line(text, exc)) from exc
-    if not isinstance(meta, dict):
-        raise PostError(path, "the front matter must be a mapping of keys to values", 2)
-    return meta, body
+def _title_from_heading(body: str) -> tuple[str | None, str]:
+    """The first ``# Title`` before the first section and outside code, and the body with
+    that line emptied (not dropped, so the lines after it keep their numbers)."""
+    lines = body.split("\n")
+    fence = None
+    for number, line in enumerate(lines):
+        opening = _FENCE.match(line)
+        if fence is None and opening:
+            fence = opening["fence"]
+        elif fence is not None:
+            closing = line.strip()
+            if closing.startswith(fence) and not closing.strip(fence[0]):
+                fence = None
+        elif _SECTION.match(line):
+            break
+        elif heading := _H1.fullmatch(line):
+            lines[number] = ""
+            return heading["title"].strip(), "\n".join(lines)
+    return None, body
+
+
+def _no_title(front: FrontMatter) -> str:
+    """Say what was found, so an author whose title went unseen learns why."""
+    if front.found is None:
+        return "the post has no title: add 'title:' to the front matter or start with '# Title'"
+    return f"{front.found} but no title: add '{front.title_key}' to it or a '# Title' heading"
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -116,24 +138,6 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from exc
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    return f"malformed YAML front matter: {problem}" + (f" ({context})" if context else "")
-
-
-def _yaml_line(text: str, exc: yaml.YAMLError) -> int | None:
-    """Turn the YAML parser's position (inside the front matter) into a line of the file."""
-    # Where the broken construct starts (an unclosed bracket, say), else where it broke.
-    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-    if mark is None:
-        return None
-    # The text is stripped, then YAML gets what follows the opening '---'.
-    leading_lines = len(text) - len(text.lstrip())
-    leading_lines = text[:leading_lines].count("\n")
-    return leading_lines + mark.line + 1
-
-
 def _text_field(path: Path, meta: dict[str, Any], key: str) -> str | None:
     value = meta.get(key)
     if value is None:
@@ -143,19 +147,31 @@ def _text_field(path: Path, meta: dict[str, Any], key: str) -> str | None:
     return str(value).strip() or None
 
 
+def _first_text(path: Path, meta: dict[str, Any], *keys: str) -> str | None:
+    """The first of the fields that generators use for the same thing."""
+    return next((text for key in keys if (text := _text_field(path, meta, key))), None)
+
+
 def _date_field(
     path: Path, meta: dict[str, Any], key: str, *, with_time: bool = False
 ) -> dt.date | dt.datetime | None:
     value = meta.get(key)
-    if value is None or isinstance(value, dt.date):  # YAML already parsed it (datetime too)
+    if isinstance(value, dt.datetime) and not with_time:
+        return value.date()
+    if value is None or isinstance(value, dt.date):  # YAML or TOML parsed it
         return value
+    # Generators accept 2020-12-2 and 2020/12/02: make them ISO before parsing.
+    found = _DATE.fullmatch(str(value).strip())
     try:
-        parsed = dt.datetime.fromisoformat(str(value).strip())
+        if found is None:
+            raise ValueError(value)
+        day = dt.date(int(found["y"]), int(found["m"]), int(found["d"]))
+        parsed = dt.datetime.fromisoformat(day.isoformat() + found["time"])
     except ValueError as exc:
         raise PostError(
             path, f"front matter '{key}' is not a date: {value!r} (use YYYY-MM-DD)"
         ) from exc
-    if with_time and (parsed.hour, parsed.minute, parsed.second) != (0, 0, 0):
+    if with_time and (found["time"] or parsed.tzinfo):
         return parsed
     return parsed.date()
 

@@ -49,12 +49,13 @@ class Preview:
 
 def build_preview(post_path: Path, settings: Settings, renderer: Renderer | None = None) -> Preview:
     """Load, render, personalise and lint one post."""
-    edition = (renderer or Renderer(settings)).render(load_post(post_path))
+    post = load_post(post_path)
+    edition = (renderer or Renderer(settings)).render(post)
     html, text = edition.personalize(
         unsubscribe_url=f"{settings.public_url}/unsubscribe/preview",
         view_url=f"{settings.public_url}/archive/{edition.slug}",
     )
-    return Preview(edition, html, text, lint(edition, settings))
+    return Preview(edition, html, text, lint(edition, settings, post))
 
 
 def write_preview(preview: Preview, out_dir: Path) -> tuple[Path, Path]:

@@ -58,7 +58,7 @@ def send_scheduled_posts(rt: Runtime, queue: Queue, today: dt.date) -> list[str]
     for post in due_posts(rt.settings.posts_dir, today):
         try:
             edition = renderer.render(post)
-            findings = lint(edition, rt.settings)
+            findings = lint(edition, rt.settings, post)
             for finding in findings:
                 log.warning("%s: %s", post.path, finding)
             if any(f.severity == "error" for f in findings):

@@ -88,8 +88,9 @@ def send(
     Example: mailer send posts/2026-02-06-ai-weekly.md --follow
     """
     settings = ctx.settings
-    edition = Renderer(settings).render(load_post(post))
-    findings = lint(edition, settings)
+    loaded = load_post(post)
+    edition = Renderer(settings).render(loaded)
+    findings = lint(edition, settings, loaded)
     errors = [f for f in findings if f.severity == "error"]
     for finding in errors:
         console.print(f"[red]error[/] {shown(finding)}")
