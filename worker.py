@@ -5,14 +5,18 @@ decides what is left to send), and are acknowledged late, so a task whose worker
 dies is delivered again and finds only what is still queued. Each worker process
 builds its own Runtime after the fork. Beat's tasks have a queue of their own, which
 every worker consumes too, so the sweep never waits behind a campaign's batches.
+Beat keeps its state file in MAILER_DATA_DIR, not in whatever folder it was started from.
+Run the worker with ``--loglevel=INFO`` to see each task (Celery's default is WARNING).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from celery import Celery, Task, signals
+from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from kombu import Queue
 
@@ -52,6 +56,15 @@ def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
     }
 
 
+class DataDirScheduler(PersistentScheduler):
+    """Celery's own scheduler, but the folder of its state file is made when beat opens it
+    (MAILER_DATA_DIR by default, or wherever ``--schedule`` points)."""
+
+    def setup_schedule(self) -> None:
+        Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup_schedule()
+
+
 app = Celery("mailer", broker=BROKER_URL)
 _BEAT_TASKS = ("mailer.send_scheduled_posts", "mailer.start_due_campaigns", "mailer.sweep")
 app.conf.update(
@@ -70,6 +83,13 @@ app.conf.update(
     accept_content=["json"],
     timezone=settings.send_timezone,
     beat_schedule=_schedule(settings),
+    # Beat's state (last run of each entry), not the current folder's clutter.
+    beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    beat_scheduler=DataDirScheduler,
+    # Task events for Flower and `celery events`, as -E would: its task list stays empty
+    # without them. Sent events show a task handed over but not yet taken by a worker.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
     worker_hijack_root_logger=False,
 )
 

@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     outbox_dir: Path = Path("outbox")
+    # The services' own state (beat's schedule file), made when first needed.
+    data_dir: Path = Path("data")
 
     sendgrid_api_key: str = ""
     sendgrid_host: HttpUrl = "https://api.sendgrid.com"

@@ -38,6 +38,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(package_name="mailer", prog_name="mailer", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Newsletter delivery: render a weekly Markdown post and send it to every subscriber."""

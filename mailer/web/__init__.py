@@ -21,6 +21,7 @@ from sqlalchemy import text
 from mailer.config import Settings
 from mailer.db import check_schema, make_engine, make_sessions
 from mailer.delivery import make_backend
+from mailer.dispatch import check_broker
 from mailer.errors import ConfigError
 from mailer.render import Renderer
 from mailer.tokens import Signer
@@ -35,6 +36,8 @@ from subscribers.optin import OptIn
 __all__ = ["create_app"]
 
 log = logging.getLogger("mailer.web")
+# /healthz answers within about this (a load balancer's probe waits a few seconds at most).
+HEALTH_BROKER_TIMEOUT = 1.0
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -94,11 +97,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
+        """The database, and the broker when there is one: 503 naming each part that is down."""
+        parts = {"database": "ok"}
         try:
             with sessions() as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # the point is to report it, not to crash
-            return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
+            parts["database"] = str(exc)[:200]
+        if settings.broker_url:
+            parts["broker"] = "ok"
+            try:
+                check_broker(settings.broker_url, HEALTH_BROKER_TIMEOUT)
+            except ConfigError as exc:  # the URL in it is sanitized (no password)
+                parts["broker"] = str(exc).removesuffix(": nothing was started")[:200]
+        if any(state != "ok" for state in parts.values()):
+            return JSONResponse({"status": "error", **parts}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     return app
