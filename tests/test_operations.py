@@ -4,7 +4,6 @@ honcho (a real send through it), and the compose file and Dockerfile (read, not 
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import re
 import shlex
@@ -15,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
@@ -113,40 +111,45 @@ def test_healthz_names_the_database_when_it_is_down(settings: Settings, tmp_path
 # --- beat's state file -----------------------------------------------------------------------
 
 
-def _worker_module(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
-    """A fresh copy of worker.py, read with these variables (``import worker`` keeps its own)."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    spec = importlib.util.spec_from_file_location("worker_under_test", ROOT / "worker.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_beat_keeps_its_schedule_file_in_the_data_folder(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    worker = _worker_module(monkeypatch)
-    assert worker.app.conf.beat_schedule_filename == str(Path("data") / "celerybeat-schedule")
-    data = tmp_path / "state" / "beat"
-    worker = _worker_module(monkeypatch, MAILER_DATA_DIR=str(data))
-    assert worker.app.conf.beat_schedule_filename == str(data / "celerybeat-schedule")
-    # Beat's scheduler makes the folder when it opens the file, and writes there only.
-    scheduler = worker.DataDirScheduler(
-        app=worker.app, schedule_filename=worker.app.conf.beat_schedule_filename, lazy=False
+def _in_worker(code: str, cwd: Path, **env: str) -> str:
+    """What ``code`` prints run beside ``import worker`` in a process of its own, with these
+    variables: worker.py reads the settings at import, and this test run has its own copy."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import worker\n{code}"],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    scheduler.close()
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_beat_keeps_its_schedule_file_in_the_data_folder(tmp_path: Path) -> None:
+    filename = "print(worker.app.conf.beat_schedule_filename)"
+    assert _in_worker(filename, tmp_path) == str(Path("data") / "celerybeat-schedule")
+    data = tmp_path / "state" / "beat"
+    assert _in_worker(filename, tmp_path, MAILER_DATA_DIR=str(data)) == str(
+        data / "celerybeat-schedule"
+    )
+    # Beat's scheduler makes the folder when it opens the file, and writes there only.
+    _in_worker(
+        "worker.DataDirScheduler(app=worker.app, "
+        "schedule_filename=worker.app.conf.beat_schedule_filename, lazy=False).close()",
+        tmp_path,
+        MAILER_DATA_DIR=str(data),
+    )
     assert [p.name for p in data.iterdir()] and all(
         p.name.startswith("celerybeat-schedule") for p in data.iterdir()
     )
     assert not list(tmp_path.glob("celerybeat-schedule*"))  # nothing in the current folder
 
 
-def test_workers_send_task_events_without_being_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    worker = _worker_module(monkeypatch)
-    assert worker.app.conf.worker_send_task_events is True
-    assert worker.app.conf.task_send_sent_event is True
+def test_workers_send_task_events_without_being_told(tmp_path: Path) -> None:
+    events = "print(worker.app.conf.worker_send_task_events, worker.app.conf.task_send_sent_event)"
+    assert _in_worker(events, tmp_path) == "True True"
 
 
 # --- the Procfile, run by honcho -------------------------------------------------------------
