@@ -79,13 +79,17 @@ def client_ip(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
-    """The request body, or None as soon as it is over ``limit`` bytes (the rest unread)."""
-    body = b""
+    """The request body, or None if it is over ``limit`` bytes: refused on its
+    Content-Length before any of it is read, or as soon as more than that has come."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             return None
-    return body
+    return bytes(body)
 
 
 def new_csrf_token() -> str:

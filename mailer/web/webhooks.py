@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mailer.events import Event, addressed, apply, record
+from mailer.web.guards import read_body
 from mailer.webhooks.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -36,7 +37,7 @@ async def sendgrid_events(request: Request) -> JSONResponse:
     now = utcnow()
     try:
         webhook.check_headers(signature, timestamp, now)
-        body = await _body(request)
+        body = await read_body(request, MAX_BODY)
         if body is None:
             return JSONResponse({"error": "the request is too large"}, 413)
         webhook.verify(body, signature, timestamp, now)
@@ -48,20 +49,6 @@ async def sendgrid_events(request: Request) -> JSONResponse:
         return JSONResponse({"error": f"malformed events: {exc}"}, 400)
     new = await run_in_threadpool(_ingest, request, events)
     return JSONResponse({"received": len(events), "new": new})
-
-
-async def _body(request: Request) -> bytes | None:
-    """The body, or None if it is over ``MAX_BODY``: refused on its Content-Length before
-    any of it is read, or as soon as more than that has come."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return bytes(body)
 
 
 def _ingest(request: Request, events: list[Event]) -> int:
