@@ -20,13 +20,13 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from kombu import Queue
 
-from mailer import dispatch, schedule
-from mailer.batch import send_batch
-from mailer.campaign import handed_over
+from mailer.clock import utcnow
 from mailer.config import Settings, load_settings
 from mailer.errors import MailerError
 from mailer.runtime import Runtime
-from subscribers.models import utcnow
+from mailer.sending import dispatch, schedule
+from mailer.sending.batch import send_batch
+from mailer.store.ledger import handed_over
 
 try:
     settings = load_settings()

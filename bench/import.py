@@ -203,7 +203,7 @@ def child(args: argparse.Namespace) -> None:
     # The modules every mode uses, imported here only: the parent stays small.
     from sqlalchemy import create_engine, text
 
-    from mailer.db import make_engine, make_sessions, upgrade
+    from mailer.store.db import make_engine, make_sessions, upgrade
     from subscribers.importer import import_csv
     from subscribers.store import Consent, iter_recipients
 

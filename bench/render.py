@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.config import load_settings
-from mailer.post import Post, load_post
-from mailer.render import Renderer
+from mailer.content.post import Post, load_post
+from mailer.content.render import Renderer
 
 SAMPLE_POST = Path(__file__).resolve().parents[1] / "posts" / "2026-02-06-ai-weekly.md"
 REPEAT = 20

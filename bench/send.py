@@ -378,7 +378,7 @@ def seed(url: str, size: int) -> None:
     """``size`` confirmed subscribers in one statement, then fresh planner statistics."""
     from sqlalchemy import text
 
-    from mailer.db import make_engine, upgrade
+    from mailer.store.db import make_engine, upgrade
 
     engine = make_engine(url)
     try:
@@ -461,9 +461,9 @@ def run_once(
     from sqlalchemy.engine import make_url
 
     from mailer.config import Settings
-    from mailer.db import make_engine
-    from mailer.dispatch import CeleryQueue, create_campaign, progress, start
     from mailer.runtime import Runtime
+    from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
+    from mailer.store.db import make_engine
     from tests.processes import child_env
     from tests.sendgrid_standin import API_KEY
 
@@ -831,8 +831,8 @@ def main() -> int:
     failed = False
     try:
         from mailer.config import Settings
-        from mailer.post import load_post
-        from mailer.render import Renderer
+        from mailer.content.post import load_post
+        from mailer.content.render import Renderer
 
         edition = Renderer(Settings(site_url="https://blog.example.org")).render(
             load_post(SAMPLE_POST)

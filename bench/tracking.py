@@ -428,12 +428,12 @@ def prepare(bench: Bench) -> tuple[Any, int, int]:
     from sqlalchemy.engine import make_url
 
     from mailer.config import Settings
-    from mailer.db import make_engine, upgrade
-    from mailer.dispatch import create_campaign
-    from mailer.post import load_post
-    from mailer.render import Renderer
+    from mailer.content.post import load_post
+    from mailer.content.render import Renderer
     from mailer.runtime import Runtime
-    from mailer.tracking import link_table
+    from mailer.sending.dispatch import create_campaign
+    from mailer.store.db import make_engine, upgrade
+    from mailer.tracking.links import link_table
 
     args = bench.args
     if args.database == "sqlite":

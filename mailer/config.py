@@ -35,9 +35,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mailer.content.language import is_language_tag
 from mailer.errors import ConfigError
 from mailer.headers import check_header_text
-from mailer.language import is_language_tag
 
 __all__ = [
     "LOCAL_DEFAULT_SECRET",
@@ -48,7 +48,7 @@ __all__ = [
     "load_settings",
 ]
 
-log = logging.getLogger("mailer.config")
+log = logging.getLogger(__name__)
 ENV_PREFIX = "MAILER_"
 CONFIG_FILE_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG_FILE = Path("mailer.toml")
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     # none, the connecting address is the client's. Set it only to your own proxy's address.
     trusted_proxies: str = ""
 
-    database_url: str = "sqlite:///mailer.db"
+    database_url: str = "sqlite:///mailer.store.db"
     # Empty: tasks run inline in the calling process (the embedded default).
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"

@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings
-from mailer.db import check_schema, make_engine, make_sessions
 from mailer.delivery import Backend, make_backend
-from mailer.ratelimit import SendRate, make_bucket
+from mailer.sending.ratelimit import SendRate, make_bucket
+from mailer.store.db import check_schema, make_engine, make_sessions
 from mailer.tokens import Signer
 
 __all__ = ["Runtime"]

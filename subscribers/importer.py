@@ -23,9 +23,10 @@ from sqlalchemy import String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.clock import utcnow
 from mailer.errors import InvalidAddress, MailerError, UnsafeHeaderValue
 from subscribers.addresses import address_hash, normalize
-from subscribers.models import Status, Subscriber, Suppression, utcnow
+from subscribers.models import Status, Subscriber, Suppression
 from subscribers.spreadsheet import from_text
 from subscribers.store import Consent, clean_name
 

@@ -14,13 +14,10 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.db import Base, Id, UTCDateTime
+from mailer.clock import utcnow
+from mailer.store.db import Base, Id, UTCDateTime
 
-__all__ = ["Activity", "Status", "Subscriber", "Suppression", "SuppressionReason", "utcnow"]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+__all__ = ["Activity", "Status", "Subscriber", "Suppression", "SuppressionReason"]
 
 
 class Status(enum.StrEnum):

@@ -15,15 +15,16 @@ from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.content.render import Renderer
 from mailer.delivery import Backend
+from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import TokenError
-from mailer.message import Batch, Envelope, Sender
-from mailer.render import Renderer
 from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.addresses import normalize
-from subscribers.models import Status, Subscriber, utcnow
+from subscribers.models import Status, Subscriber
 
 __all__ = ["OptIn", "SubscribeOutcome"]
 

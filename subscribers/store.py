@@ -17,9 +17,10 @@ from sqlalchemy import exists, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.clock import utcnow
 from mailer.headers import check_header_text
 from subscribers.addresses import address_hash, lookup_hash, normalize
-from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason, utcnow
+from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason
 
 __all__ = [
     "AddResult",

@@ -15,8 +15,8 @@ from sqlalchemy.orm import sessionmaker
 
 import subscribers.models  # noqa: F401  (the tables, for TRUNCATE)
 from mailer.config import Settings, load_settings
-from mailer.db import Base, make_engine, make_sessions, upgrade
-from mailer.render import Renderer
+from mailer.content.render import Renderer
+from mailer.store.db import Base, make_engine, make_sessions, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
@@ -100,7 +100,7 @@ def postgres_url() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each store test runs on SQLite (a fresh file) and on PostgreSQL (emptied tables)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailer.db'}"
+        url = f"sqlite:///{tmp_path / 'mailer.store.db'}"
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from mailer.campaign import Delivery
-from mailer.dispatch import create_campaign
-from mailer.events import EventRecord
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import create_campaign
+from mailer.store.ledger import Delivery
+from mailer.tracking.events import EventRecord
 from subscribers import store
 from subscribers.models import Status, Subscriber
 

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from mailer.config import load_settings
-from mailer.preview import build_preview, write_preview
+from mailer.content.preview import build_preview, write_preview
 from tests.conftest import ARTIFACTS, SAMPLE_POST
 
 TITLE = "2026年2月第一周AI与科技动态周报"

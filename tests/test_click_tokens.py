@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailer.edition import Edition, Link
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.content.edition import Edition, Link
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
-from mailer.tracking import TRACK_PLACEHOLDER, is_machine_open, link_table, track
+from mailer.tracking.links import TRACK_PLACEHOLDER, is_machine_open, link_table, track
 from tests.event_support import events_of, new_campaign, write_post
 from tests.live_server import LiveServer, server_factory
 

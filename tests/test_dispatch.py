@@ -23,21 +23,23 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.batch import send_batch
-from mailer.campaign import (
-    Campaign,
-    CampaignState,
-    Delivery,
-    DeliveryState,
-    Handover,
-    IllegalTransition,
-    fill_chunk,
-    transition,
-)
+from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.content.edition import Edition
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.delivery import Outcome
+from mailer.delivery.message import Batch
 from mailer.delivery.outbox import OutboxBackend
-from mailer.dispatch import (
+from mailer.errors import (
+    PermanentDeliveryError,
+    TokenError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from mailer.runtime import Runtime
+from mailer.sending.batch import send_batch
+from mailer.sending.dispatch import (
     InlineQueue,
     cancel,
     create_campaign,
@@ -49,20 +51,19 @@ from mailer.dispatch import (
     start_due,
     sweep,
 )
-from mailer.edition import Edition
-from mailer.errors import (
-    PermanentDeliveryError,
-    TokenError,
-    TransientDeliveryError,
-    UncertainDeliveryError,
+from mailer.store.ledger import (
+    Campaign,
+    CampaignState,
+    Delivery,
+    DeliveryState,
+    Handover,
+    IllegalTransition,
+    fill_chunk,
+    transition,
 )
-from mailer.message import Batch
-from mailer.post import load_post
-from mailer.render import Renderer
-from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
 from subscribers import store
-from subscribers.models import Status, Subscriber, SuppressionReason, utcnow
+from subscribers.models import Status, Subscriber, SuppressionReason
 
 BATCH = 7
 HOUR = dt.timedelta(hours=1)

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mailer.dispatch import InlineQueue, progress, start
-from mailer.events import EventKind
 from mailer.runtime import Runtime
-from mailer.stats import campaign_stats, chart_svg
+from mailer.sending.dispatch import InlineQueue, progress, start
+from mailer.tracking.events import EventKind
+from mailer.tracking.stats import campaign_stats, chart_svg
 from mailer.web.tracking import PIXEL
 from tests.event_support import (
     CHROME,

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.dispatch import InlineQueue, create_campaign, start
-from mailer.events import Event, EventKind, record
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import InlineQueue, create_campaign, start
+from mailer.tracking.events import Event, EventKind, record
 from subscribers import store
-from subscribers.models import Status, utcnow
+from subscribers.models import Status
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import threading
 import pytest
 
 from mailer.config import load_settings
+from mailer.content.post import load_post
 from mailer.delivery import make_backend
+from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.sendgrid import SendGridBackend, build_request
 from mailer.errors import (
     ConfigError,
@@ -16,9 +18,7 @@ from mailer.errors import (
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from mailer.message import Batch, Envelope, Sender
-from mailer.post import load_post
-from mailer.webhooks.sendgrid import SendGridWebhook
+from mailer.tracking.sendgrid import SendGridWebhook
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 BATCH = Batch(

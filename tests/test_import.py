@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import select
 
 import subscribers.importer
+from mailer.clock import utcnow
 from mailer.errors import MailerError
 from subscribers import store
 from subscribers.importer import import_csv
-from subscribers.models import Status, Subscriber, utcnow
+from subscribers.models import Status, Subscriber
 
 CONSENT = store.Consent(source="import:old-list.csv", text="Signed up at the 2025 conference")
 LONG_NAME = "x" * 201

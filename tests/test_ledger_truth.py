@@ -23,10 +23,15 @@ import pytest
 from celery.exceptions import Retry
 from sqlalchemy import func, select, update
 
-from mailer.campaign import Campaign, Delivery, Handover
+from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.delivery import Outcome
-from mailer.dispatch import (
+from mailer.delivery.message import Batch
+from mailer.errors import TransientDeliveryError, UncertainDeliveryError
+from mailer.runtime import Runtime
+from mailer.sending.dispatch import (
     CeleryQueue,
     InlineQueue,
     cancel,
@@ -38,14 +43,9 @@ from mailer.dispatch import (
     start,
     sweep,
 )
-from mailer.errors import TransientDeliveryError, UncertainDeliveryError
-from mailer.events import Event, EventKind, apply, record
-from mailer.message import Batch
-from mailer.post import load_post
-from mailer.render import Renderer
-from mailer.runtime import Runtime
-from mailer.schedule import send_scheduled_posts
-from subscribers.models import utcnow
+from mailer.sending.schedule import send_scheduled_posts
+from mailer.store.ledger import Campaign, Delivery, Handover
+from mailer.tracking.events import Event, EventKind, apply, record
 from tests.event_support import deliveries, new_campaign, seed, wait_for, write_post
 from tests.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.test_reconcile import Recording

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import select
 
 import subscribers.optin
+from mailer.content.render import Renderer
 from mailer.delivery.outbox import OutboxBackend
 from mailer.errors import InvalidAddress, TokenError, TokenExpired
-from mailer.render import Renderer
 from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber, SuppressionReason

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from mailer.campaign import Campaign, CampaignState, transition
 from mailer.cli.send import follow_campaign
 from mailer.config import Settings
-from mailer.dispatch import create_campaign
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.post import load_post
-from mailer.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import create_campaign
+from mailer.store.ledger import Campaign, CampaignState, transition
 from tests.test_send_cli import ok, query, run
 from tests.test_smtp import free_port
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailer.markdown import EmailMarkdown
-from mailer.plaintext import to_text
+from mailer.content.markdown import EmailMarkdown
+from mailer.content.plaintext import to_text
 
 
 def text_of(markdown: str) -> str:

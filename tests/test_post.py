@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from mailer.content.post import load_post
 from mailer.errors import PostError
-from mailer.post import load_post
 from tests.conftest import SAMPLE_POST
 
 

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from mailer.content.lint import lint
+from mailer.content.post import load_post
+from mailer.content.preview import build_preview
 from mailer.errors import PostError
-from mailer.lint import lint
-from mailer.post import load_post
-from mailer.preview import build_preview
 
 BODY = "Hello readers.\n\n## Part one\n\nMore.\n"
 

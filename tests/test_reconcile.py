@@ -24,15 +24,15 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from mailer.campaign import Campaign, Delivery
+from mailer.clock import utcnow
 from mailer.delivery import Outcome
-from mailer.dispatch import InlineQueue, cancel, progress, reconcile, settle, start
+from mailer.delivery.message import Batch
 from mailer.errors import UncertainDeliveryError
-from mailer.events import Event, EventKind, record
-from mailer.message import Batch
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import InlineQueue, cancel, progress, reconcile, settle, start
+from mailer.store.ledger import Campaign, Delivery
 from mailer.tokens import Purpose, Signer
-from subscribers.models import utcnow
+from mailer.tracking.events import Event, EventKind, record
 from tests.conftest import ROOT
 from tests.event_support import (
     WebhookKey,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mailer.edition import Edition
+from mailer.content.edition import Edition
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
+from mailer.content.templating import BUILTIN_TEMPLATES
 from mailer.errors import TemplateError
-from mailer.post import load_post
-from mailer.render import Renderer
-from mailer.templating import BUILTIN_TEMPLATES
 
 
 def render(write_post, renderer: Renderer, text: str) -> Edition:

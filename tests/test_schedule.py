@@ -18,11 +18,11 @@ from celery import Celery
 from celery.beat import ScheduleEntry
 from sqlalchemy import select
 
-from mailer.campaign import Campaign, Delivery
 from mailer.config import Settings, load_settings
-from mailer.dispatch import InlineQueue
 from mailer.runtime import Runtime
-from mailer.schedule import due_posts, send_scheduled_posts
+from mailer.sending.dispatch import InlineQueue
+from mailer.sending.schedule import due_posts, send_scheduled_posts
+from mailer.store.ledger import Campaign, Delivery
 from subscribers import store
 from subscribers.models import Status
 
@@ -197,7 +197,7 @@ def _today() -> dt.date:
 def test_due_posts_are_the_ones_scheduled_today(
     schedule_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="mailer.schedule"):
+    with caplog.at_level(logging.ERROR, logger="mailer.sending.schedule"):
         due = due_posts(schedule_settings.posts_dir, FRIDAY)
     assert [post.slug for post in due] == ["2026-02-06-friday"]
     assert any("2026-02-06-broken.md" in r.getMessage() for r in caplog.records)
@@ -211,7 +211,7 @@ def test_friday_tick_starts_only_the_friday_post_once(
 ) -> None:
     with (
         time_machine.travel(FRIDAY_9AM, tick=False),
-        caplog.at_level(logging.INFO, logger="mailer.schedule"),
+        caplog.at_level(logging.INFO, logger="mailer.sending.schedule"),
     ):
         assert _today() == FRIDAY
         started = send_scheduled_posts(rt, _queue(rt), _today())

@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from mailer.campaign import Delivery, DeliveryState
 from mailer.config import Settings
-from mailer.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.errors import TokenError
-from mailer.post import load_post
-from mailer.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.store.ledger import Delivery, DeliveryState
 from mailer.tokens import Purpose, Signer
 from mailer.web import create_app
 from subscribers import store

@@ -14,13 +14,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from mailer.campaign import Delivery, DeliveryState
 from mailer.config import Settings
-from mailer.dispatch import InlineQueue, create_campaign, progress, start
-from mailer.events import EventRecord
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.store.ledger import Delivery, DeliveryState
+from mailer.tracking.events import EventRecord
 from subscribers import store
 from subscribers.models import Status
 from tests.test_smtp import deliveries, free_port, seed, smtp_settings

@@ -17,9 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-import mailer.campaign  # noqa: F401  (its tables are part of the metadata the migrations build)
-from mailer.db import Base, check_schema, make_engine
+import mailer.store.ledger  # noqa: F401  (its tables are part of the metadata the migrations build)
 from mailer.errors import SchemaError
+from mailer.store.db import Base, check_schema, make_engine
 from subscribers import store
 from subscribers.addresses import address_hash
 from subscribers.importer import import_csv

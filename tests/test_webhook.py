@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from mailer.events import EventKind
+from mailer.tracking.events import EventKind
 from tests.event_support import (
     SIGNATURE,
     TIMESTAMP,

@@ -20,10 +20,10 @@ import pytest
 import redis
 
 from mailer.config import Settings
-from mailer.dispatch import CeleryQueue, create_campaign, progress, start
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
 from subscribers import store
 from subscribers.models import Status
 from tests.conftest import SAMPLE_POST

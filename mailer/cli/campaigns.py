@@ -8,11 +8,11 @@ import click
 from rich.table import Table
 from sqlalchemy import select
 
-from mailer import dispatch
-from mailer.campaign import Campaign
 from mailer.cli import Context, console
 from mailer.cli.send import explain_unsettled, follow_campaign, print_summary
 from mailer.cli.terminal import shown
+from mailer.sending import dispatch
+from mailer.store.ledger import Campaign
 
 
 @click.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailer.cli import Context, console
-from mailer.db import upgrade as apply_migrations
+from mailer.store.db import upgrade as apply_migrations
 
 
 @click.group()

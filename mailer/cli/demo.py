@@ -14,11 +14,11 @@ from rich.table import Table
 
 from mailer.cli import Context, console
 from mailer.cli.terminal import shown
-from mailer.db import upgrade
-from mailer.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.sending.dispatch import InlineQueue, create_campaign, progress, start
+from mailer.store.db import upgrade
 from subscribers import store
 from subscribers.models import Status
 

@@ -13,8 +13,8 @@ from rich.text import Text
 
 from mailer.cli import Context, console
 from mailer.cli.terminal import printable, shown
-from mailer.lint import CLIP_LIMIT
-from mailer.preview import Preview, build_preview, serve_preview, write_preview
+from mailer.content.lint import CLIP_LIMIT
+from mailer.content.preview import Preview, build_preview, serve_preview, write_preview
 
 
 @click.command()

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from mailer.cli import console
 from mailer.cli.terminal import shown
-from mailer.dispatch import Progress as CampaignProgress
+from mailer.sending.dispatch import Progress as CampaignProgress
 
 __all__ = ["CampaignBar"]
 

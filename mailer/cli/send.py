@@ -13,13 +13,19 @@ import click
 from sqlalchemy import exists, func, select
 from sqlalchemy.exc import OperationalError
 
-from mailer.batch import BatchResult, pause_with_error
-from mailer.campaign import Delivery, DeliveryState
 from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
 from mailer.cli.terminal import printable, shown
+from mailer.clock import utcnow
+from mailer.content.edition import Edition
+from mailer.content.lint import lint
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.delivery import POLICY_REFUSAL
-from mailer.dispatch import (
+from mailer.delivery.message import Batch, Envelope, Sender
+from mailer.errors import ConfigError, MailerError
+from mailer.sending.batch import BatchResult, pause_with_error
+from mailer.sending.dispatch import (
     Progress,
     check_broker,
     create_campaign,
@@ -28,14 +34,9 @@ from mailer.dispatch import (
     start,
     sweep,
 )
-from mailer.edition import Edition
-from mailer.errors import ConfigError, MailerError
-from mailer.lint import lint
-from mailer.message import Batch, Envelope, Sender
-from mailer.post import load_post
-from mailer.render import Renderer
+from mailer.store.ledger import Delivery, DeliveryState
 from subscribers.addresses import normalize
-from subscribers.models import Status, Subscriber, Suppression, utcnow
+from subscribers.models import Status, Subscriber, Suppression
 
 FOLLOW_INTERVAL = 1.0
 # Watching must not slow the send: counting a million-row ledger takes 0.1–0.2 s of the

@@ -6,10 +6,10 @@ import click
 from rich.table import Table
 from sqlalchemy import select
 
-from mailer.campaign import Campaign
 from mailer.cli import Context, console
 from mailer.cli.terminal import shown
-from mailer.stats import CampaignStats, campaign_stats
+from mailer.store.ledger import Campaign
+from mailer.tracking.stats import CampaignStats, campaign_stats
 
 
 @click.command()

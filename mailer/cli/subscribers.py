@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from mailer.cli import Context, console
 from mailer.cli.terminal import printable, shown
+from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.render import Renderer
 from subscribers import store
 from subscribers.importer import import_csv
 from subscribers.models import Status, Subscriber

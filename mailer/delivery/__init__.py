@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from mailer.config import MIN_SECRET_BYTES, Settings
+from mailer.delivery.message import Batch
 from mailer.errors import ConfigError
-from mailer.message import Batch
 
 __all__ = ["POLICY_REFUSAL", "Backend", "Outcome", "make_backend"]
 

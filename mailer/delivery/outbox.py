@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from mailer.delivery import Outcome
+from mailer.delivery.message import Batch, check_batch, to_bytes
 from mailer.errors import UnsafeHeaderValue
-from mailer.message import Batch, check_batch, to_bytes
 
 __all__ = ["OutboxBackend"]
 

@@ -20,13 +20,19 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
 from mailer.delivery import Outcome
+from mailer.delivery.message import (
+    Batch,
+    check_batch,
+    list_headers,
+    reader_name,
+    without_unsafe_readers,
+)
 from mailer.errors import (
     ConfigError,
     PermanentDeliveryError,
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from mailer.message import Batch, check_batch, list_headers, reader_name, without_unsafe_readers
 
 __all__ = ["SendGridBackend", "build_request"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import dkim
 
 from mailer.delivery import POLICY_REFUSAL, Outcome
+from mailer.delivery.message import Batch, check_batch, to_bytes
 from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
-from mailer.message import Batch, check_batch, to_bytes
 
 __all__ = ["DkimKey", "SmtpBackend"]
 

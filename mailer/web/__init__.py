@@ -19,23 +19,23 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from mailer.config import Settings
-from mailer.db import check_schema, make_engine, make_sessions
+from mailer.content.render import Renderer
 from mailer.delivery import make_backend
-from mailer.dispatch import check_broker
 from mailer.errors import ConfigError
-from mailer.render import Renderer
+from mailer.sending.dispatch import check_broker
+from mailer.store.db import check_schema, make_engine, make_sessions
 from mailer.tokens import Signer
+from mailer.tracking.sendgrid import SendGridWebhook
 from mailer.web import archive, stats, subscribe, tracking, webhooks
 from mailer.web.access_log import REDACT_TOKENS
 from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
 from mailer.web.pages import Pages
 from mailer.web.tracking import EventBuffer, LinkTables
-from mailer.webhooks.sendgrid import SendGridWebhook
 from subscribers.optin import OptIn
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("mailer.web")
+log = logging.getLogger(__name__)
 # /healthz answers within about this (a load balancer's probe waits a few seconds at most).
 HEALTH_BROKER_TIMEOUT = 1.0
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from mailer.campaign import Campaign, CampaignState
+from mailer.store.ledger import Campaign, CampaignState
 
 __all__ = ["router"]
 

@@ -28,7 +28,7 @@ __all__ = [
     "read_body",
 ]
 
-log = logging.getLogger("mailer.web")
+log = logging.getLogger(__name__)
 CSRF_COOKIE = "mailer_csrf"
 MAX_BODY = 8 * 1024  # bytes: a subscribe form or JSON request is far smaller
 # Our pages: no script at all, their one inline <style> and style attributes, forms that

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 
 from mailer.config import Publication, Settings
-from mailer.templating import Templates
+from mailer.content.templating import Templates
 
 __all__ = ["Pages"]
 

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
 from mailer.errors import MailerError
-from mailer.stats import campaign_stats, chart_svg
+from mailer.tracking.stats import campaign_stats, chart_svg
 from mailer.web.guards import RateLimiter, client_ip, read_body
 
 __all__ = ["FAILED_LOGINS", "router"]

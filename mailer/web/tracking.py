@@ -19,16 +19,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from mailer.clock import utcnow
 from mailer.errors import TokenError
-from mailer.events import Event, EventKind, record
 from mailer.tokens import Purpose, Signer
-from mailer.tracking import CampaignLink, is_machine_open
+from mailer.tracking.events import Event, EventKind, record
+from mailer.tracking.links import CampaignLink, is_machine_open
 from mailer.web.guards import client_ip
-from subscribers.models import utcnow
 
 __all__ = ["EventBuffer", "LinkTables", "router"]
 
-log = logging.getLogger("mailer.tracking")
+log = logging.getLogger(__name__)
 router = APIRouter()
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_PENDING = 200_000  # events held while the database is unreachable (about 100 MB)

@@ -13,15 +13,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mailer.events import Event, addressed, apply, record
-from mailer.web.guards import read_body
-from mailer.webhooks.sendgrid import (
+from mailer.clock import utcnow
+from mailer.tracking.events import Event, addressed, apply, record
+from mailer.tracking.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SendGridWebhook,
     WebhookRefused,
 )
-from subscribers.models import utcnow
+from mailer.web.guards import read_body
 
 __all__ = ["router"]
 

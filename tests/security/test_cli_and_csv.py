@@ -16,11 +16,11 @@ from sqlalchemy.orm import sessionmaker
 
 import mailer.cli
 import subscribers.importer
-from mailer.campaign import Campaign
 from mailer.cli import Context, main
 from mailer.cli.progress import CampaignBar
 from mailer.config import Settings
 from mailer.errors import MailerError, UnsafeHeaderValue
+from mailer.store.ledger import Campaign
 from subscribers import store
 from subscribers.addresses import address_hash
 from subscribers.importer import import_csv

@@ -20,22 +20,22 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import update
 
-import mailer.message
-from mailer.campaign import Delivery, DeliveryState
+import mailer.delivery.message
 from mailer.config import Settings
-from mailer.db import make_engine, upgrade
+from mailer.content.edition import Edition
+from mailer.content.lint import lint
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
 from mailer.delivery import Outcome
+from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.outbox import OutboxBackend
 from mailer.delivery.sendgrid import SendGridBackend
 from mailer.delivery.smtp import SmtpBackend
-from mailer.dispatch import progress
-from mailer.edition import Edition
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
-from mailer.lint import lint
-from mailer.message import Batch, Envelope, Sender
-from mailer.post import load_post
-from mailer.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import progress
+from mailer.store.db import make_engine, upgrade
+from mailer.store.ledger import Delivery, DeliveryState
 from mailer.tokens import Signer
 from subscribers import store
 from subscribers.models import Status, Subscriber
@@ -340,14 +340,14 @@ def good_message() -> tuple[bytes, list[str]]:
     batch = Batch(
         "Weekly", "<p>hi</p>", "hi", SENDER, (Envelope(ANN, "Ann Reader", "1-1", "https://u/1"),)
     )
-    data = mailer.message.to_bytes(batch, batch.envelopes[0])
+    data = mailer.delivery.message.to_bytes(batch, batch.envelopes[0])
     return data, parse(data).keys()
 
 
 def test_the_verifier_passes_a_built_message() -> None:
     data, names = good_message()
     assert names == INTENDED
-    mailer.message.verify_header_block(data, names)
+    mailer.delivery.message.verify_header_block(data, names)
 
 
 BCC = b"Bcc: x@attacker.example"
@@ -380,7 +380,7 @@ def test_the_verifier_refuses_a_forged_header_block(forge: Callable[[bytes], byt
     forged = forge(data)
     assert forged != data
     with pytest.raises(UnsafeHeaderValue):
-        mailer.message.verify_header_block(forged, names)
+        mailer.delivery.message.verify_header_block(forged, names)
 
 
 # ---------------------------------------------------------------- Message-IDs

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.config import MIN_SECRET_BYTES, load_settings
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
+from mailer.content.templating import Templates
 from mailer.delivery import make_backend
 from mailer.errors import ConfigError, PostError, TemplateError
-from mailer.post import load_post
-from mailer.render import Renderer
-from mailer.templating import Templates
 
 PUBLIC = {"public_url": "https://mail.example.org"}
 

@@ -31,8 +31,8 @@ from sqlalchemy.orm import sessionmaker
 import mailer.cli.serve
 from mailer.cli import main
 from mailer.config import load_settings
-from mailer.dispatch import InlineQueue, start
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import InlineQueue, start
 from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.models import Status, Subscriber

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from mailer.campaign import Delivery, DeliveryState
+from mailer.store.ledger import Delivery, DeliveryState
 from mailer.web import webhooks
 from tests.event_support import (
     SIGNATURE,

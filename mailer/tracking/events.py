@@ -23,15 +23,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from mailer.campaign import Delivery, DeliveryState, finish_if_done
-from mailer.db import Base, Id, UTCDateTime
+from mailer.store.db import Base, Id, UTCDateTime
+from mailer.store.ledger import Delivery, DeliveryState, finish_if_done
 from subscribers import store
 from subscribers.addresses import address_hash, lookup_hash
 from subscribers.models import Status, Subscriber
 
 __all__ = ["Event", "EventKind", "EventRecord", "addressed", "apply", "record", "settle_unknown"]
 
-log = logging.getLogger("mailer.events")
+log = logging.getLogger(__name__)
 
 
 class EventKind(enum.StrEnum):

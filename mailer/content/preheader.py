@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from mailer.markdown import Parsed, inline_text
-from mailer.textwidth import cut
+from mailer.content.markdown import Parsed, inline_text
+from mailer.content.textwidth import cut
 
 __all__ = ["PADDING", "PREHEADER_WIDTH", "choose_preheader"]
 

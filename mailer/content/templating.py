@@ -12,12 +12,12 @@ from typing import Any
 
 import jinja2
 
+from mailer.content.language import is_language_tag
 from mailer.errors import TemplateError
-from mailer.language import is_language_tag
 
 __all__ = ["BUILTIN_TEMPLATES", "Templates"]
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def _autoescape(name: str | None) -> bool:

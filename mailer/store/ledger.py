@@ -31,10 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from mailer.db import Base, Id, UTCDateTime
-from mailer.edition import Edition
+from mailer.clock import utcnow
+from mailer.content.edition import Edition
 from mailer.errors import MailerError
-from subscribers.models import utcnow
+from mailer.store.db import Base, Id, UTCDateTime
 
 __all__ = [
     "BATCH_SIZE",

@@ -8,7 +8,7 @@ Create Date: 2026-11-29
 import sqlalchemy as sa
 from alembic import op
 
-from mailer.db import Id, UTCDateTime
+from mailer.store.db import Id, UTCDateTime
 
 revision = "0001"
 down_revision = None

@@ -20,14 +20,14 @@ from typing import Any
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from mailer.errors import ConfigError, MailerError
-from mailer.events import Event, EventKind
+from mailer.tracking.events import Event, EventKind
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SendGridWebhook", "WebhookRefused"]
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-log = logging.getLogger("mailer.webhooks")
+log = logging.getLogger(__name__)
 
 _UNIX_TIME = re.compile(r"[0-9]{1,20}")  # ASCII digits only, short enough to be a time
 _DELIVERY = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")  # our custom argument

@@ -3,7 +3,7 @@
 Loading is strict about what would otherwise surface on Friday as a broken send:
 bytes that are not UTF-8, malformed front matter, an empty body, no title. Each is one
 ``PostError`` naming the file and, where there is one, the line. Front matter may be
-written as any common site generator writes it (see ``mailer.frontmatter``).
+written as any common site generator writes it (see ``mailer.content.frontmatter``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailer.content.frontmatter import FrontMatter, read_front_matter
+from mailer.content.language import is_language_tag
 from mailer.errors import PostError
-from mailer.frontmatter import FrontMatter, read_front_matter
-from mailer.language import is_language_tag
 
 __all__ = ["Post", "load_post"]
 

@@ -35,7 +35,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from mailer.campaign import (
+from mailer.clock import utcnow
+from mailer.content.edition import VIEW_PLACEHOLDER
+from mailer.delivery import Outcome
+from mailer.delivery.message import Batch, Envelope, Sender, without_unsafe_readers
+from mailer.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from mailer.runtime import Runtime
+from mailer.store.ledger import (
     Campaign,
     CampaignState,
     Delivery,
@@ -43,20 +54,10 @@ from mailer.campaign import (
     finish_if_done,
     transition,
 )
-from mailer.delivery import Outcome
-from mailer.edition import VIEW_PLACEHOLDER
-from mailer.errors import (
-    ConfigError,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-    UncertainDeliveryError,
-)
-from mailer.events import Event, EventKind, apply, record, settle_unknown
-from mailer.message import Batch, Envelope, Sender, without_unsafe_readers
-from mailer.runtime import Runtime
 from mailer.tokens import Purpose
-from mailer.tracking import CampaignLink, track, tracking_substitutions
-from subscribers.models import Status, Subscriber, Suppression, utcnow
+from mailer.tracking.events import Event, EventKind, apply, record, settle_unknown
+from mailer.tracking.links import CampaignLink, track, tracking_substitutions
+from subscribers.models import Status, Subscriber, Suppression
 
 __all__ = ["BatchResult", "pause_with_error", "send_batch"]
 

@@ -21,8 +21,12 @@ from sqlalchemy import delete, exists, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.batch import BatchResult, pause_with_error, send_batch
-from mailer.campaign import (
+from mailer.clock import utcnow
+from mailer.content.edition import Edition
+from mailer.errors import ConfigError, MailerError
+from mailer.runtime import Runtime
+from mailer.sending.batch import BatchResult, pause_with_error, send_batch
+from mailer.store.ledger import (
     Campaign,
     CampaignState,
     Delivery,
@@ -34,12 +38,8 @@ from mailer.campaign import (
     handed_over,
     transition,
 )
-from mailer.edition import Edition
-from mailer.errors import ConfigError, MailerError
-from mailer.events import settle_unknown
-from mailer.runtime import Runtime
-from mailer.tracking import CampaignLink, link_table
-from subscribers.models import utcnow
+from mailer.tracking.events import settle_unknown
+from mailer.tracking.links import CampaignLink, link_table
 
 __all__ = [
     "CeleryQueue",
@@ -66,7 +66,7 @@ __all__ = [
 
 SEND_BATCH_TASK = "mailer.send_batch"
 
-log = logging.getLogger("mailer.dispatch")
+log = logging.getLogger(__name__)
 
 
 def backoff(attempt: int, retry_after: float | None, base: float, cap: float) -> float:

@@ -11,8 +11,8 @@ from html import unescape
 import nh3
 from markdown_it.token import Token
 
-from mailer.markdown import Parsed
-from mailer.textwidth import display_width
+from mailer.content.markdown import Parsed
+from mailer.content.textwidth import display_width
 
 __all__ = ["to_text"]
 

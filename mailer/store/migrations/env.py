@@ -1,12 +1,12 @@
-"""Alembic environment: runs on the engine the caller hands over (``mailer.db.upgrade``)."""
+"""Alembic environment: runs on the engine the caller hands over (``mailer.store.db.upgrade``)."""
 
 from alembic import context
 
-import mailer.campaign
-import mailer.events
-import mailer.tracking  # noqa: F401
+import mailer.store.ledger
+import mailer.tracking.events
+import mailer.tracking.links  # noqa: F401
 import subscribers.models  # noqa: F401
-from mailer.db import Base
+from mailer.store.db import Base
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

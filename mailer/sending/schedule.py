@@ -12,16 +12,16 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from mailer.dispatch import Queue, create_campaign, start
+from mailer.content.lint import lint
+from mailer.content.post import Post, load_post
+from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.lint import lint
-from mailer.post import Post, load_post
-from mailer.render import Renderer
 from mailer.runtime import Runtime
+from mailer.sending.dispatch import Queue, create_campaign, start
 
 __all__ = ["due_posts", "send_scheduled_posts"]
 
-log = logging.getLogger("mailer.schedule")
+log = logging.getLogger(__name__)
 
 
 def due_posts(posts_dir: Path, today: dt.date) -> list[Post]:

@@ -18,14 +18,14 @@ import mjml
 from markupsafe import Markup
 
 from mailer.config import Publication, Settings
-from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Image, Link
+from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Image, Link
+from mailer.content.language import detect_lang
+from mailer.content.markdown import Block, EmailMarkdown, Parsed
+from mailer.content.plaintext import to_text, underline
+from mailer.content.post import Post
+from mailer.content.preheader import PADDING, choose_preheader
+from mailer.content.templating import Templates
 from mailer.errors import TemplateError
-from mailer.language import detect_lang
-from mailer.markdown import Block, EmailMarkdown, Parsed
-from mailer.plaintext import to_text, underline
-from mailer.post import Post
-from mailer.preheader import PADDING, choose_preheader
-from mailer.templating import Templates
 
 __all__ = ["Renderer"]
 

@@ -14,8 +14,8 @@ Create Date: 2026-11-30
 import sqlalchemy as sa
 from alembic import op
 
-from mailer.db import Id, UTCDateTime
-from subscribers.models import utcnow
+from mailer.clock import utcnow
+from mailer.store.db import Id, UTCDateTime
 
 revision = "0006"
 down_revision = "0005"

@@ -11,10 +11,10 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from mailer.config import Settings
-from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
+from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
+from mailer.content.post import Post
+from mailer.content.textwidth import display_width
 from mailer.headers import header_text_problem
-from mailer.post import Post
-from mailer.textwidth import display_width
 
 __all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]
 

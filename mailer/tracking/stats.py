@@ -9,10 +9,10 @@ from html import escape
 from sqlalchemy import and_, distinct, func, select
 from sqlalchemy.orm import Session
 
-from mailer.campaign import Campaign, Delivery, DeliveryState
 from mailer.errors import MailerError
-from mailer.events import EventKind, EventRecord
-from mailer.tracking import CampaignLink
+from mailer.store.ledger import Campaign, Delivery, DeliveryState
+from mailer.tracking.events import EventKind, EventRecord
+from mailer.tracking.links import CampaignLink
 from subscribers.models import Status, Subscriber
 
 __all__ = ["CampaignStats", "campaign_stats", "chart_svg"]

@@ -20,8 +20,8 @@ from markdown_it.utils import EnvType
 from markupsafe import Markup
 from mdit_py_plugins.footnote import footnote_plugin
 
-from mailer.edition import Finding
-from mailer.sanitize import clean_html, is_safe_url, unsafe_parts
+from mailer.content.edition import Finding
+from mailer.content.sanitize import clean_html, is_safe_url, unsafe_parts
 
 __all__ = ["Block", "EmailMarkdown", "Parsed", "inline_text"]
 

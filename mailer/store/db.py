@@ -1,7 +1,7 @@
 """The database: one SQLAlchemy engine per process, the declarative base, and the schema check.
 
 SQLite (a file, in WAL mode) is the embedded default; PostgreSQL runs the same code
-through ``MAILER_DATABASE_URL``. The schema is Alembic's (``mailer/migrations``);
+through ``MAILER_DATABASE_URL``. The schema is Alembic's (``mailer/store/migrations``);
 every command but ``mailer db upgrade`` refuses to run on a database that is behind.
 """
 

@@ -1,0 +1,1 @@
+"""The database: engine and schema, and the ledger of who got which campaign."""

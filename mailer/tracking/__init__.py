@@ -1,0 +1,1 @@
+"""Tracking: links, opens and clicks, providers' events, and the figures made of them."""
