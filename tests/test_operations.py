@@ -87,7 +87,7 @@ def test_healthz_is_ok_with_the_database_and_a_live_broker(
 
 
 def test_healthz_names_the_database_when_it_is_down(settings: Settings, tmp_path: Path) -> None:
-    database = tmp_path / "mailer.store.db"
+    database = tmp_path / "mailer.db"
     url = f"sqlite:///{database}"
     # A migrated database at start-up, then replaced by a folder: every query fails.
     subprocess.run(
@@ -206,7 +206,7 @@ def test_honcho_runs_the_procfile_and_a_send_goes_through(
     outbox = tmp_path / "outbox"
     env = child_env(settings)
     env.update(
-        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.store.db'}",
+        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.db'}",
         MAILER_BROKER_URL=broker,
         MAILER_OUTBOX_DIR=str(outbox),
         MAILER_DATA_DIR=str(tmp_path / "data"),

@@ -38,7 +38,7 @@ def run(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     clean["COLUMNS"] = "200"
     clean["PYTHONPATH"] = str(ROOT)
-    clean["MAILER_DATABASE_URL"] = f"sqlite:///{cwd / 'mailer.store.db'}"
+    clean["MAILER_DATABASE_URL"] = f"sqlite:///{cwd / 'mailer.db'}"
     return subprocess.run(
         [sys.executable, "-m", "mailer", *args],
         cwd=cwd,
@@ -79,7 +79,7 @@ def cells(table: str) -> list[list[str]]:
 
 
 def query(folder: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(folder / "mailer.store.db") as connection:
+    with sqlite3.connect(folder / "mailer.db") as connection:
         return connection.execute(sql).fetchall()
 
 
