@@ -100,7 +100,7 @@ def postgres_url() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each store test runs on SQLite (a fresh file) and on PostgreSQL (emptied tables)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailer.store.db'}"
+        url = f"sqlite:///{tmp_path / 'mailer.db'}"
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()
