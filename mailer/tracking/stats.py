@@ -45,6 +45,25 @@ class CampaignStats:
         base = self.delivered or self.sent
         return self.unique_clicks / base if base else 0.0
 
+    def figures(self) -> list[tuple[str, int | str]]:
+        """Each figure with a label that says what it counts: the CLI and the page show these."""
+        return [
+            ("sent", self.sent),
+            ("delivered (the provider says it reached the inbox server)", self.delivered),
+            ("failed", self.failed),
+            ("unknown (no answer yet)", self.unknown),
+            ("readers who opened", self.unique_human_opens),
+            ("readers who opened, with privacy proxies and scanners", self.unique_opens),
+            ("times opened by readers", self.human_opens),
+            ("times opened, with privacy proxies and scanners", self.opens),
+            ("readers who clicked", self.unique_clicks),
+            ("clicks, repeated ones too", self.clicks),
+            ("click-through (readers who clicked ÷ delivered)", f"{self.click_through:.1%}"),
+            ("bounces", self.bounces),
+            ("complaints (marked as spam)", self.complaints),
+            ("unsubscribes", self.unsubscribes),
+        ]
+
 
 def campaign_stats(
     session: Session, campaign_id: int, top: int = 10, timeline: bool = True
