@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     # none, the connecting address is the client's. Set it only to your own proxy's address.
     trusted_proxies: str = ""
 
-    database_url: str = "sqlite:///mailer.store.db"
+    database_url: str = "sqlite:///mailer.db"
     # Empty: tasks run inline in the calling process (the embedded default).
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"

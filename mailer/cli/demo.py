@@ -22,7 +22,9 @@ from mailer.store.db import upgrade
 from subscribers import store
 from subscribers.models import Status
 
-SAMPLE = Path("posts/2026-02-06-ai-weekly.md")
+# The sample post of the repository this package was installed from (`pip install -e .`),
+# so the demo also runs from another folder; a wheel has no posts/, and says so.
+SAMPLE = Path(__file__).resolve().parents[2] / "posts" / "2026-02-06-ai-weekly.md"
 DEMO_READERS = (
     ("ada@example.com", "Ada", Status.CONFIRMED),
     ("grace@example.com", "Grace", Status.CONFIRMED),
@@ -33,15 +35,29 @@ DEMO_READERS = (
 
 
 @click.command()
-@click.argument("post", type=click.Path(path_type=Path, dir_okay=False), default=SAMPLE)
+@click.argument("post", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.pass_obj
-def demo(ctx: Context, post: Path) -> None:
-    """Send POST (the sample by default) to a few demo subscribers, into the outbox."""
+def demo(ctx: Context, post: Path | None) -> None:
+    """Send POST (the sample by default) to a few demo subscribers, into the outbox.
+
+    \b
+    Example:
+      mailer demo                     # the sample post, into ./outbox, store in ./mailer.db
+      mailer demo posts/my-post.md
+    """
     settings = ctx.settings
     if settings.broker_url or settings.backend != "outbox":
         raise MailerError(
             "the demo runs on the embedded defaults: unset MAILER_BROKER_URL and MAILER_BACKEND"
         )
+    post = post or SAMPLE
+    if not post.is_file():
+        raise MailerError(
+            f"the demo needs a post: {shown(post)} is not there. Run it in a clone of the "
+            "repository (it has the sample in posts/), or give one: mailer demo POST.md"
+        )
+    # Read the post before the store is made, so a bad post leaves nothing behind.
+    edition = Renderer(settings).render(load_post(post))
     upgrade(ctx.engine)
     consent = store.Consent(source="demo", text="Demo subscriber made by `mailer demo`.")
     with ctx.sessions.begin() as session:
@@ -49,7 +65,6 @@ def demo(ctx: Context, post: Path) -> None:
             subscriber = store.add(session, email, consent, name=name, status=status).subscriber
             if status == Status.UNSUBSCRIBED and subscriber is not None:
                 store.unsubscribe(session, subscriber, how="demo")
-    edition = Renderer(settings).render(load_post(post))
     campaign, new = create_campaign(ctx, edition, post)
     if new or campaign.status == "draft":
         start(ctx, campaign.id, InlineQueue(ctx))
