@@ -13,6 +13,8 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -27,9 +29,9 @@ $(STAMP): pyproject.toml
 # The browser tests drive Debian's Chromium (no browser download); fonts-noto-cjk
 # lets it draw Chinese. Installed here when missing and we may use apt.
 browser:
-	@command -v chromium >/dev/null || { \
-	  echo "Installing Debian's chromium for the browser tests"; \
-	  apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; }
+	@{ command -v chromium && test -x /usr/sbin/dovecot && command -v spamassassin; } >/dev/null || { \
+	  echo "Installing Debian's chromium for the browser tests, dovecot-imapd for the bounce mailbox's, spamassassin for the spam scores'"; \
+	  apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk dovecot-imapd spamassassin >/dev/null; }
 
 clean:
 	rm -rf $(VENV) preview outbox build .pytest_cache

@@ -12,6 +12,8 @@ Run the worker with ``--loglevel=INFO`` to see each task (Celery's default is WA
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,11 +22,14 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from kombu import Queue
 
+from mailer import logs
+from mailer.bounces import fetch as bounces
 from mailer.clock import utcnow
 from mailer.config import Settings, load_settings
 from mailer.errors import MailerError
+from mailer.metrics import use_dir
 from mailer.runtime import Runtime
-from mailer.sending import dispatch, schedule
+from mailer.sending import dispatch, schedule, telemetry
 from mailer.sending.batch import send_batch
 from mailer.store.ledger import handed_over
 
@@ -32,16 +37,18 @@ try:
     settings = load_settings()
 except MailerError as exc:  # one line, as from the `mailer` command, not a traceback
     raise SystemExit(f"error: {exc}") from None
+# Before the pool forks: each pool process writes its metrics to a file of its own there.
+use_dir(settings.metrics_dir)
 # The broker the worker consumes and the tasks it publishes (beat's) use: one address.
 BROKER_URL = settings.broker_url or "redis://127.0.0.1:6379/0"
 # A task that outlives this is delivered again by Redis: keep it well above task_time_limit.
 VISIBILITY_TIMEOUT = 3600
 TASK_TIME_LIMIT = 600
-# Batches go to Celery's default queue; beat's tasks to their own.
-BATCH_QUEUE, BEAT_QUEUE = "celery", "beat"
+BATCH_QUEUE, BEAT_QUEUE = dispatch.BATCH_QUEUE, dispatch.BEAT_QUEUE
 
 
 def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    bounce_fetch = float(settings.bounce_fetch_seconds)
     hour, minute = settings.send_time.split(":")[:2]
     return {
         "send-scheduled-posts": {
@@ -53,12 +60,18 @@ def _schedule(settings: Settings) -> dict[str, dict[str, object]]:
         },
         "start-due-campaigns": {"task": "mailer.start_due_campaigns", "schedule": 30.0},
         "sweep": {"task": "mailer.sweep", "schedule": float(settings.sweep_seconds)},
-    }
+    } | (  # the bounce mailbox, where there is one
+        {"fetch-bounces": {"task": "mailer.fetch_bounces", "schedule": bounce_fetch}}
+        if settings.bounce_imap_host
+        else {}
+    )
 
 
 class DataDirScheduler(PersistentScheduler):
     """Celery's own scheduler, but the folder of its state file is made when beat opens it
     (MAILER_DATA_DIR by default, or wherever ``--schedule`` points)."""
+
+    schedule_filename: str  # set by PersistentScheduler.__init__ (its stubs do not say)
 
     def setup_schedule(self) -> None:
         Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +79,12 @@ class DataDirScheduler(PersistentScheduler):
 
 
 app = Celery("mailer", broker=BROKER_URL)
-_BEAT_TASKS = ("mailer.send_scheduled_posts", "mailer.start_due_campaigns", "mailer.sweep")
+_BEAT_TASKS = (
+    "mailer.send_scheduled_posts",
+    "mailer.start_due_campaigns",
+    "mailer.sweep",
+    "mailer.fetch_bounces",
+)
 app.conf.update(
     # A worker started without -Q consumes every queue listed here.
     task_queues=[Queue(BATCH_QUEUE), Queue(BEAT_QUEUE, routing_key=BEAT_QUEUE)],
@@ -98,6 +116,8 @@ _queue: dispatch.CeleryQueue | None = None
 
 
 def runtime() -> Runtime:
+    """This process's parts, the only ones its tasks use (built in the process: after the
+    fork, not at import)."""
     global _runtime
     if _runtime is None:
         _runtime = Runtime(settings)
@@ -109,6 +129,13 @@ def queue() -> dispatch.CeleryQueue:
     if _queue is None:
         _queue = dispatch.CeleryQueue(BROKER_URL)
     return _queue
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    """MAILER_LOG_FORMAT on the handlers Celery set up (its --loglevel and --logfile stay)."""
+    logs.use_format(logger, settings.log_format)
 
 
 @signals.worker_process_init.connect
@@ -134,6 +161,8 @@ def send_batch_task(self: Task, campaign_id: int, batch: int) -> dict[str, int]:
             delay = min(delay, VISIBILITY_TIMEOUT / 2)
             with rt.sessions.begin() as session:  # held till then: the sweep leaves it be
                 handed_over(session, campaign_id, [batch], utcnow() + dt.timedelta(seconds=delay))
+            attempt = self.request.retries + 1
+            telemetry.retrying(campaign_id, batch, attempt, delay, result.error)
             raise self.retry(countdown=delay)
     return {"sent": result.sent, "failed": result.failed, "unknown": result.unknown}
 
@@ -145,15 +174,22 @@ def start_due_campaigns() -> list[int]:
 
 @app.task(name="mailer.sweep")
 def sweep() -> None:
+    rt = runtime()
     dispatch.sweep(
-        runtime(),
+        rt,
         queue(),
-        lost_after=dt.timedelta(seconds=settings.lost_batch_seconds),
-        unknown_window=dt.timedelta(seconds=settings.unknown_window_seconds),
+        lost_after=dt.timedelta(seconds=rt.settings.lost_batch_seconds),
+        unknown_window=dt.timedelta(seconds=rt.settings.unknown_window_seconds),
     )
+
+
+@app.task(name="mailer.fetch_bounces")
+def fetch_bounces() -> dict[str, int]:
+    return dict(Counter(bounces.fetch_bounces(runtime())))
 
 
 @app.task(name="mailer.send_scheduled_posts")
 def send_scheduled_posts() -> list[str]:
-    today = dt.datetime.now(ZoneInfo(settings.send_timezone)).date()
-    return schedule.send_scheduled_posts(runtime(), queue(), today)
+    rt = runtime()
+    today = dt.datetime.now(ZoneInfo(rt.settings.send_timezone)).date()
+    return schedule.send_scheduled_posts(rt, queue(), today)

@@ -1,19 +1,27 @@
-"""Import a generated CSV of a million subscribers into SQLite and PostgreSQL, then stream them.
+r"""Import a generated CSV of a million subscribers into SQLite and PostgreSQL.
 
     .venv/bin/python bench/import.py [--rows N] [--databases sqlite,postgresql] [--repeat K]
+                                     [--against OLD_CHECKOUT]
 
 Writes a CSV (``email,name,tags``: unique addresses, some in capitals, ~0.5% bad rows, a
-few repeats) into a temporary folder. For each database, on a fresh database each time:
-``import_csv`` of the whole file, then ``iter_recipients`` over every confirmed subscriber.
-Each of those runs in a child process of its own, so its peak RSS (``ru_maxrss``) is its
+few repeats) into a temporary folder. Each run, for each database, on a fresh database
+each time: ``import_csv`` of the whole file, then a count of the confirmed subscribers it
+left (checked against what the generator wrote, untimed). With ``--against`` the same
+import runs again in the same run with the code of another checkout (``git worktree add
+/tmp/old HEAD``, or ``git archive HEAD | tar -x -C /tmp/old``): interleaved, so both
+meet the same machine. On PostgreSQL each run also times the floor: psql's ``\copy`` of
+the very file into a plain one-column table (each line one value).
+
+Each import runs in a child process of its own, so its peak RSS (``ru_maxrss``) is its
 own; a child that only imports the modules gives the baseline. The parent keeps to the
 standard library while children run: Linux hands a parent's peak RSS on to a child at
 exec, so a big parent would raise every child's figure.
 
-Prints the median over ``--repeat`` runs of wall time, rows/s and peak RSS, the import's
-counts (checked against what the generator wrote), and the targets of issue 3: a million
-rows imported in under 60 s, peak memory under 200 MB. Exits 1 if an import or a check
-fails. The temporary folder and the PostgreSQL databases are removed even on error.
+Prints medians over ``--repeat`` runs of wall time, rows/s and peak RSS, the import's
+counts, each import's ratio to ``\copy`` and the old import's to the new, and the
+targets: a million rows in under 60 s, peak memory under 200 MB, PostgreSQL within 25× of
+``\copy`` (issue 16). Exits 1 if an import or a check fails. The temporary folder and the
+PostgreSQL databases are removed even on error.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 DATABASES = ("sqlite", "postgresql")
 TARGET_SECONDS_PER_MILLION = 60.0
 TARGET_RSS_MB = 200.0
+TARGET_COPY_RATIO = 25.0  # PostgreSQL import time over a plain \copy of the same file
 CONSENT_SOURCE = "import:bench.csv"
 SCRIPT = str(Path(__file__).resolve())
 
@@ -205,7 +214,7 @@ def child(args: argparse.Namespace) -> None:
 
     from mailer.store.db import make_engine, make_sessions, upgrade
     from subscribers.importer import import_csv
-    from subscribers.store import Consent, iter_recipients
+    from subscribers.store import Consent
 
     result: dict[str, Any] = {}
     if args.child == "baseline":
@@ -250,17 +259,12 @@ def child(args: argparse.Namespace) -> None:
             result["seconds"] = time.perf_counter() - start
         if profiler is not None:
             profiler.dump_stats(args.profile)
-        engine.dispose()
         report.problems = []
         result["report"] = asdict(report)
         result["chunks"] = chunks
-    elif args.child == "stream":
-        engine = make_engine(args.url)
-        sessions = make_sessions(engine)
-        start = time.perf_counter()
-        count = sum(1 for _ in iter_recipients(sessions))
-        result["seconds"] = time.perf_counter() - start
-        result["count"] = count
+        with engine.connect() as connection:  # untimed: what the import left
+            confirmed = "SELECT COUNT(*) FROM subscribers WHERE status = 'confirmed'"
+            result["count"] = connection.execute(text(confirmed)).scalar()
         engine.dispose()
     result.update(peak_rss_kib())
     Path(args.out).write_text(json.dumps(result), "utf-8")
@@ -287,18 +291,20 @@ class Runner:
     databases: list[str] = field(default_factory=list)  # PostgreSQL ones, to drop
     calls: int = 0
 
-    def run(self, mode: str, *options: str) -> dict[str, Any]:
-        """Run this script as a child in ``mode``; its result, or ChildFailed."""
+    def run(self, mode: str, *options: str, code: str | None = None) -> dict[str, Any]:
+        """Run this script as a child in ``mode`` (with the code of the checkout ``code``
+        first on its path); its result, or ChildFailed."""
         self.calls += 1
         out = self.folder / f"child-{self.calls}.json"
         command = [sys.executable, SCRIPT, "--child", mode, "--out", str(out), *options]
-        finished = subprocess.run(command, capture_output=True)
+        env = {**os.environ, "PYTHONPATH": code} if code else None
+        finished = subprocess.run(command, capture_output=True, env=env)
         if finished.returncode != 0 or not out.exists():
             raise ChildFailed(f"{mode} exited with {finished.returncode}: {last_error(finished)}")
         return json.loads(out.read_text("utf-8"))
 
-    def fresh(self, database: str, run: int) -> str:
-        """The URL of a new, migrated, empty database."""
+    def fresh(self, database: str, run: int, code: str | None = None) -> str:
+        """The URL of a new, empty database, migrated by ``code`` (None: nothing in it)."""
         if database == "sqlite":
             path = self.folder / f"bench-{run}.db"
             for stale in self.folder.glob(f"{path.name}*"):
@@ -309,7 +315,7 @@ class Runner:
             self.databases.append(name)  # before it exists: dropped whatever happens next
             self.run("create", "--admin-url", self.admin_url, "--names", name)
             url = urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{name}"))
-        self.run("upgrade", "--url", url)
+        self.run("upgrade", "--url", url, code=code)
         return url
 
     def discard(self, database: str, url: str) -> None:
@@ -319,6 +325,30 @@ class Runner:
                 stale.unlink()
         else:
             name = urlsplit(url).path.lstrip("/")
+            self.run("drop", "--admin-url", self.admin_url, "--names", name)
+            self.databases.remove(name)
+
+    def plain_copy(self, csv_path: Path, run: int) -> float:
+        r"""Seconds psql takes to ``\copy`` the file into a plain table (one text column: each
+        line one value, so rows of any width go in), in a database of its own."""
+        name = f"mailer_bench_{os.getpid()}_{secrets.token_hex(3)}_copy{run}"
+        self.databases.append(name)
+        self.run("create", "--admin-url", self.admin_url, "--names", name)
+        url = urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{name}"))
+        url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c"]
+        try:
+            subprocess.run([*psql, "CREATE TABLE plain (line text)"], check=True)
+            copy = (
+                f"\\copy plain FROM '{csv_path}' "
+                "WITH (FORMAT csv, HEADER, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+            )
+            start = time.perf_counter()
+            subprocess.run([*psql, copy], check=True)
+            return time.perf_counter() - start
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise ChildFailed(f"psql \\copy: {exc}") from exc
+        finally:
             self.run("drop", "--admin-url", self.admin_url, "--names", name)
             self.databases.remove(name)
 
@@ -347,8 +377,9 @@ class Measure:
     def add(self, result: dict[str, Any]) -> None:
         if "seconds" in result:
             self.seconds.append(result["seconds"])
-        self.rss_kib.append(result["maxrss_kib"])
-        self.hwm_kib.append(result["hwm_kib"])
+        if "maxrss_kib" in result:
+            self.rss_kib.append(result["maxrss_kib"])
+            self.hwm_kib.append(result["hwm_kib"])
 
     @property
     def time(self) -> float | None:
@@ -359,7 +390,8 @@ class Measure:
         return statistics.median(self.rss_kib) / 1024 if self.rss_kib else None
 
 
-def check_import(report: dict[str, int], expected: Expected) -> str | None:
+def check_import(result: dict[str, Any], expected: Expected) -> str | None:
+    report = result["report"]
     wanted = {
         "rows": expected.rows,
         "added": expected.unique,
@@ -369,49 +401,54 @@ def check_import(report: dict[str, int], expected: Expected) -> str | None:
         "bad": expected.bad,
     }
     wrong = [f"{k} {report[k]:,} ≠ {v:,}" for k, v in wanted.items() if report[k] != v]
+    if result["count"] != expected.unique:
+        wrong.append(f"{result['count']:,} confirmed subscribers ≠ {expected.unique:,}")
     return "counts differ from the file: " + ", ".join(wrong) if wrong else None
 
 
 def bench_database(
     runner: Runner, database: str, csv_path: Path, expected: Expected, args: argparse.Namespace
 ) -> list[Measure]:
+    """Each run: the baseline child, this code's import, the other checkout's, \\copy."""
     baseline = Measure(database, "baseline")
-    imported = Measure(database, "import")
-    streamed = Measure(database, "stream")
-    measures = [baseline, imported, streamed]
-    current = imported  # the step a failing child is charged to
+    imports = {"import": Measure(database, "import")}
+    if args.against:
+        imports["import (against)"] = Measure(database, "import (against)")
+    copied = Measure(database, "\\copy")
+    measures = [baseline, *imports.values()]
+    if database == "postgresql":
+        measures.append(copied)
+    current = baseline  # the step a failing child is charged to
     try:
         for run in range(args.repeat):
-            current = imported
+            current = baseline
             url = runner.fresh(database, run)
             try:
-                current = baseline
                 baseline.add(runner.run("baseline", "--url", url))
-                current = imported
-                options = ["--url", url, "--csv", str(csv_path)]
-                options += ["--errors", str(runner.folder / "errors.csv")]
-                if args.profile:
-                    options += ["--profile", f"{args.profile}-{database}.prof"]
-                result = runner.run("import", *options)
-                imported.add(result)
-                imported.rows, imported.report = expected.rows, result["report"]
-                imported.failure = imported.failure or check_import(result["report"], expected)
-                current = streamed
-                result = runner.run("stream", "--url", url)
-                streamed.add(result)
-                streamed.rows = result["count"]
-                if result["count"] != expected.unique:
-                    streamed.failure = (
-                        f"streamed {result['count']:,} subscribers, {expected.unique:,} expected"
-                    )
             finally:
                 runner.discard(database, url)
-            print(
-                f"{database} run {run + 1}/{args.repeat}: import {imported.seconds[-1]:.1f} s, "
-                f"stream {streamed.seconds[-1]:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            for step, measure in imports.items():
+                current = measure
+                code = args.against if step != "import" else None
+                url = runner.fresh(database, run, code)
+                try:
+                    options = ["--url", url, "--csv", str(csv_path)]
+                    options += ["--errors", str(runner.folder / "errors.csv")]
+                    if args.profile:
+                        which = "against" if code else "new"
+                        options += ["--profile", f"{args.profile}-{database}-{which}.prof"]
+                    result = runner.run("import", *options, code=code)
+                finally:
+                    runner.discard(database, url)
+                measure.add(result)
+                measure.rows, measure.report = expected.rows, result["report"]
+                measure.failure = measure.failure or check_import(result, expected)
+            if database == "postgresql":
+                current = copied
+                copied.add({"seconds": runner.plain_copy(csv_path, run)})
+                copied.rows = expected.rows
+            done = ", ".join(f"{m.step} {m.seconds[-1]:.1f} s" for m in measures[1:] if m.seconds)
+            print(f"{database} run {run + 1}/{args.repeat}: {done}", file=sys.stderr, flush=True)
     except ChildFailed as exc:
         current.failure = str(exc)
         print(f"{database} {current.step}: {exc}", file=sys.stderr, flush=True)
@@ -426,31 +463,39 @@ def print_table(measures: list[Measure], expected: Expected, args: argparse.Name
     table = Table(
         title=f"Import of {expected.rows:,} rows, median of {args.repeat} run(s)",
         caption=(
-            f"baseline: a child that imports the modules only; import: import_csv; stream: "
-            f"iter_recipients over every confirmed subscriber.\nCSV {expected.size / 2**20:.1f} "
-            f"MB: {expected.unique:,} unique addresses, {expected.duplicates:,} repeated, "
-            f"{expected.bad:,} bad rows. Targets: import under {time_target:.3g} s (60 s a "
-            f"million), peak RSS under {TARGET_RSS_MB:.0f} MB."
+            "baseline: a child that imports the modules only; import: import_csv"
+            + (f"; import (against): import_csv of {args.against}" if args.against else "")
+            + "; \\copy: psql's \\copy of the file into a plain one-column table."
+            f"\nCSV {expected.size / 2**20:.1f} MB: {expected.unique:,} unique addresses, "
+            f"{expected.duplicates:,} repeated, {expected.bad:,} bad rows. Targets: import "
+            f"under {time_target:.3g} s (60 s a million), peak RSS under {TARGET_RSS_MB:.0f} "
+            f"MB, PostgreSQL within {TARGET_COPY_RATIO:.0f}× of \\copy."
             + (" Timed under cProfile." if args.profile else "")
         ),
     )
     table.add_column("database")
     table.add_column("step")
-    for heading in ("time, s", "rows/s", "peak RSS, MB", "+ baseline", *COUNTS.values()):
+    for heading in ("time, s", "rows/s", "× \\copy", "peak RSS, MB", "+ baseline"):
+        table.add_column(heading, justify="right")
+    for heading in COUNTS.values():
         table.add_column(heading, justify="right")
     table.add_column("targets", no_wrap=True)
     baselines: dict[str, float | None] = {}
+    copies = {m.database: m.time for m in measures if m.step == "\\copy"}
     for measure in measures:
         seconds, rss = measure.time, measure.rss_mb
         if measure.step == "baseline":
             baselines[measure.database] = rss
         base = baselines.get(measure.database)
+        floor = copies.get(measure.database)
+        ratio = seconds / floor if seconds and floor and measure.step != "\\copy" else None
         report = measure.report or {}
         cells = [
             measure.database,
             measure.step,
-            f"{seconds:.1f}" if seconds is not None else "",
+            f"{seconds:.2f}" if seconds is not None else "",
             f"{measure.rows / seconds:,.0f}" if seconds and measure.rows else "",
+            f"{ratio:.1f}" if ratio else "",
             f"{rss:.0f}" if rss is not None else "",
             f"+{rss - base:.0f}" if rss and base and measure.step != "baseline" else "",
             *(f"{report[key]:,}" if key in report else "" for key in COUNTS),
@@ -458,16 +503,27 @@ def print_table(measures: list[Measure], expected: Expected, args: argparse.Name
         verdict = ""
         if measure.failure:
             verdict = "[red]FAILED[/]"
-        elif measure.step != "baseline" and rss is not None:
+        elif measure.step.startswith("import") and rss is not None and seconds is not None:
             verdict = "[green]RSS ✓[/]" if rss < TARGET_RSS_MB else "[red]RSS ✗[/]"
-            if measure.step == "import" and seconds is not None:
-                fast = seconds < time_target
-                verdict = ("[green]time ✓[/] " if fast else "[red]time ✗[/] ") + verdict
-        table.add_row(*cells, verdict, end_section=measure.step == "stream")
+            fast = seconds < time_target
+            verdict = ("[green]time ✓[/] " if fast else "[red]time ✗[/] ") + verdict
+            if ratio:
+                near = ratio <= TARGET_COPY_RATIO
+                verdict += " [green]\\copy ✓[/]" if near else " [red]\\copy ✗[/]"
+        table.add_row(*cells, verdict)
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 140)  # a log keeps the whole table
+        console.width = max(console.width, 160)  # a log keeps the whole table
     console.print(table)
+    for database in dict.fromkeys(m.database for m in measures):
+        new, old = (
+            next((m.time for m in measures if m.database == database and m.step == step), None)
+            for step in ("import", "import (against)")
+        )
+        if new and old:
+            console.print(
+                f"{database}: the import of {args.against} takes {old / new:.2f}× as long"
+            )
     for measure in measures:
         if measure.failure:
             console.print(f"[red]{measure.database} {measure.step}:[/] {measure.failure}")
@@ -498,6 +554,11 @@ def parse_args() -> argparse.Namespace:
         "(MAILER_BENCH_POSTGRES_URL, else postgres@127.0.0.1:5432/postgres)",
     )
     parser.add_argument(
+        "--against",
+        metavar="CHECKOUT",
+        help="also time the import of this checkout of the code (PYTHONPATH), interleaved",
+    )
+    parser.add_argument(
         "--profile",
         metavar="PREFIX",
         help="run each import under cProfile, stats to PREFIX-DATABASE.prof",
@@ -520,6 +581,10 @@ def parse_args() -> argparse.Namespace:
             parser.error("--rows and --repeat must be at least 1")
         if args.profile:
             args.profile = str(Path(args.profile).resolve())
+        if args.against:
+            args.against = str(Path(args.against).resolve())
+            if not (Path(args.against) / "subscribers" / "importer.py").is_file():
+                parser.error(f"--against: no subscribers/importer.py in {args.against}")
     return args
 
 

@@ -5,7 +5,7 @@
 
 For each size N and worker count K, on a fresh PostgreSQL database each time: N confirmed
 subscribers seeded with one ``INSERT … SELECT generate_series`` (then ``ANALYZE``), Redis
-db 10 flushed, a SendGrid stand-in (``tests/sendgrid_standin.py``) serving in a process of
+db 10 flushed, a SendGrid stand-in (``testkit/sendgrid_standin.py``) serving in a process of
 its own, and a real ``celery -A worker worker --concurrency=K`` on that broker with the
 ``sendgrid`` backend pointed at the stand-in (batches of 1000, tracking on as by default).
 Once the worker answers a ping, the campaign is created and ``start()``ed (which fills the
@@ -63,7 +63,7 @@ READER_PATTERN = re.compile(r"reader(\d+)@bench\.example\.org")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `tests.*` (the stand-in, child_env), as the workers see it
+    sys.path.insert(0, str(ROOT))  # `testkit` (the stand-in, child_env), as the workers see it
 
 
 # /proc ------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def standin_child(args: argparse.Namespace) -> None:
     """Serve a SendGridStandIn until stdin closes; then write its counts as JSON."""
     import resource
 
-    from tests.sendgrid_standin import SendGridStandIn
+    from testkit.sendgrid_standin import SendGridStandIn
 
     capture = Path(args.capture) if args.capture else None
 
@@ -190,7 +190,7 @@ def replay_child(args: argparse.Namespace) -> None:
     import http.client
     from urllib.parse import urlsplit
 
-    from tests.sendgrid_standin import API_KEY
+    from testkit.sendgrid_standin import API_KEY
 
     body = Path(args.body).read_bytes()
     recipients = sum(len(p["to"]) for p in json.loads(body)["personalizations"])
@@ -464,8 +464,8 @@ def run_once(
     from mailer.runtime import Runtime
     from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
     from mailer.store.db import make_engine
-    from tests.processes import child_env
-    from tests.sendgrid_standin import API_KEY
+    from testkit.processes import child_env
+    from testkit.sendgrid_standin import API_KEY
 
     result = Run(size, workers)
     name = f"mailer_bench_send_{os.getpid()}_{secrets.token_hex(3)}_{run}"

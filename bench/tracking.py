@@ -5,7 +5,7 @@ and events/s the signed SendGrid webhook ingests.
         [--connections 50] [--max-requests 2000000] [--generator auto|wrk|python]
         [--rate 2000] [--webhook-clients 1] [--webhook-batches 400]
 
-One ``uvicorn`` process serves ``mailer.web.create_app(settings)`` (through a small
+One ``uvicorn`` process serves ``mailer.web.from_environment()`` (through a small
 factory, on a socket this script binds on loopback) on a fresh database: SQLite in a
 temporary folder by default, or a fresh PostgreSQL database. The sample post is a
 campaign there, with its link table; the tokens are made with ``mailer.tokens.Signer``
@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
 
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `tests.processes`
+    sys.path.insert(0, str(ROOT))  # `testkit.processes`
 SCRIPT = str(Path(__file__).resolve())
 POSTGRES_ADMIN_URL = os.environ.get(
     "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -134,10 +134,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def app_factory() -> Any:
     """The app as the service builds it, from MAILER_* settings."""
-    from mailer.config import load_settings
-    from mailer.web import create_app
+    from mailer.web import from_environment
 
-    return create_app(load_settings())
+    return from_environment()
 
 
 def server_child(args: argparse.Namespace) -> None:
@@ -499,7 +498,7 @@ def write_paths(bench: Bench, campaign_id: int, links: int) -> tuple[Path, Path]
 
 
 def start_server(bench: Bench, settings: Any) -> None:
-    from tests.processes import child_env
+    from testkit.processes import child_env
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import ipaddress
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -45,7 +47,9 @@ __all__ = [
     "MIN_SECRET_BYTES",
     "Publication",
     "Settings",
+    "is_loopback",
     "load_settings",
+    "refuse_local_defaults",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,19 @@ def _header_text(value: str) -> str:
 def _language_tag(value: str) -> str:
     if value and not is_language_tag(value):
         raise ValueError("must be a language tag such as en or zh-CN")
+    return value
+
+
+# A domain name of letters, digits and hyphens (an IDN in its xn-- form).
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]"
+)
+
+
+def _domain(value: str) -> str:
+    value = value.strip().lower()
+    if value and not _DOMAIN.fullmatch(value):
+        raise ValueError("must be a domain name such as bounces.example.org")
     return value
 
 
@@ -148,6 +165,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("outbox")
     # The services' own state (beat's schedule file), made when first needed.
     data_dir: Path = Path("data")
+    # Log records as text for people, or as one JSON object per line for log shippers.
+    log_format: Literal["text", "json"] = "text"
+    # Where every process on this machine (web, workers, CLI) writes its Prometheus metrics
+    # for /metrics to add up (PROMETHEUS_MULTIPROC_DIR); none: each process counts alone.
+    metrics_dir: Path | None = None
 
     sendgrid_api_key: str = ""
     sendgrid_host: HttpUrl = "https://api.sendgrid.com"
@@ -156,14 +178,22 @@ class Settings(BaseSettings):
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     smtp_username: str = ""
     smtp_password: str = ""
-    # DKIM signing of SMTP mail: on when a private key file is set.
+    # DKIM signing of SMTP mail: on when a private key file is set. The domain: empty, the
+    # From address's (what DMARC aligns with); `mailer dns` prints the record to publish.
     dkim_private_key_file: Path | None = None
-    dkim_selector: str = "mail"
-    dkim_domain: str = ""
+    dkim_selector: str = Field(default="mail", pattern=r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+    dkim_domain: Annotated[str, AfterValidator(_domain)] = ""
     # Seconds to wait for a provider's answer; a send that times out is `unknown`.
     delivery_timeout: float = Field(default=30.0, gt=0)
     # An inbox the operator reads, offered as the mailto: List-Unsubscribe target.
     unsubscribe_mailto: EmailStr | Literal[""] = ""
+    # Where readers' replies go; empty: to the From address (no Reply-To header).
+    reply_to: EmailStr | Literal[""] = ""
+    # Gmail's feedback loop: the SenderId of every Feedback-ID (5-15 characters, the same
+    # for the whole mail stream); campaign and publication are the other two fields.
+    feedback_sender_id: str = Field(default="newsletter", pattern=r"^[A-Za-z0-9._-]{5,15}$")
+    # The DNS server `mailer dns --check` asks ("127.0.0.1:5353"); empty: the system's.
+    dns_resolver: str = ""
 
     # Open pixel and click redirects (a campaign can also be sent without them).
     tracking: bool = True
@@ -198,6 +228,29 @@ class Settings(BaseSettings):
     webhook_replay_seconds: int = Field(default=600, ge=1)
     # Temporary bounces an address takes before it is suppressed.
     soft_bounce_limit: int = Field(default=3, ge=1)
+    # VERP: SMTP mail goes out with the envelope sender bounces+<signed delivery>@this
+    # domain, whose mail must reach the bounce mailbox below; empty: the From address.
+    bounce_domain: Annotated[str, AfterValidator(_domain)] = ""
+    # The bounce mailbox (IMAP): off while the host is empty. "none" (no TLS) only to a
+    # loopback host. The password is a secret: set it in the environment.
+    bounce_imap_host: str = ""
+    bounce_imap_port: int = Field(default=993, ge=1, le=65535)
+    bounce_imap_security: Literal["ssl", "starttls", "none"] = "ssl"
+    bounce_imap_username: str = ""
+    bounce_imap_password: str = ""
+    bounce_imap_folder: str = "INBOX"
+    # Where read reports go (never deleted), and those that are no bounce or complaint.
+    bounce_done_folder: str = "Processed"
+    bounce_unparseable_folder: str = "Unparseable"
+    # How often beat reads the mailbox.
+    bounce_fetch_seconds: int = Field(default=300, ge=10)
+    # The reputation brake: a campaign pauses itself when more than this share of its
+    # attempted messages bounced hard (once at least the minimum were attempted), or more
+    # than this share of its delivered ones drew a complaint (Gmail's limit is 0.3%).
+    brake_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    brake_bounce_min_attempted: int = Field(default=500, ge=1)
+    brake_complaint_rate: float = Field(default=0.001, gt=0, le=1)
+    brake_complaint_min_delivered: int = Field(default=1000, ge=1)
     # Opens the read-only stats pages (/stats/…) to whoever has it; empty: pages off.
     stats_token: str = ""
 
@@ -232,12 +285,12 @@ class Settings(BaseSettings):
 
     def unsafe_local_defaults(self) -> list[str]:
         """Settings still at a local default (or a secret too short) that must not face the
-        internet."""
+        internet; ``refuse_local_defaults`` says where that is."""
         unsafe = []
         weak = (len(key.encode()) < MIN_SECRET_BYTES for key in self.secret_keys)
         if LOCAL_DEFAULT_SECRET in self.secret_keys or any(weak):
             unsafe.append("MAILER_SECRET_KEYS")
-        if urlsplit(self.public_url).hostname in ("127.0.0.1", "localhost", "::1"):
+        if is_loopback(urlsplit(self.public_url).hostname or ""):
             unsafe.append("MAILER_PUBLIC_URL")
         return unsafe
 
@@ -248,6 +301,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"a batch of {self.batch_size} at {self.send_rate}/s waits too long: "
                 "lower MAILER_BATCH_SIZE or raise MAILER_SEND_RATE"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bounce_mailbox_over_tls(self) -> Settings:
+        # The password and every report would cross the network in clear text.
+        host = self.bounce_imap_host
+        if host and self.bounce_imap_security == "none" and not is_loopback(host):
+            raise ValueError(
+                f"bounce_imap_security is none for {host}: plain IMAP only to a loopback "
+                "host; use ssl or starttls"
+            )
+        if host and not (self.bounce_imap_username and self.bounce_imap_password):
+            raise ValueError(
+                "bounce_imap_host is set: set bounce_imap_username and bounce_imap_password too"
             )
         return self
 
@@ -268,6 +336,59 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return init_settings, env_settings, toml
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# What each way of facing the public needs set, not left at its local default.
+_SECRET, _URL = "MAILER_SECRET_KEYS", "MAILER_PUBLIC_URL"
+_WHY = {
+    _SECRET: (
+        f"is the published local default or shorter than {MIN_SECRET_BYTES} bytes: set one "
+        "from `mailer secret`, or anyone can forge readers' links"
+    ),
+    _URL: "is a loopback address: set the address readers reach the web app at",
+}
+
+
+def refuse_local_defaults(
+    settings: Settings, *, web_app: bool = False, host: str = "", campaign: bool = False
+) -> None:
+    """The one rule for local defaults in public: a ``ConfigError`` naming each setting still
+    at its local default where strangers would meet it.
+
+    The secret signs every reader's link, so anything public needs a real one: mail through
+    a real backend, the ``web_app`` at a public URL that is not local, or served on a
+    ``host`` beyond loopback. The public URL is where readers' links lead, so it must be
+    real once the app is served beyond loopback, or a ``campaign`` goes out through a real
+    backend (a confirmation through a local SMTP server to a local app is a test, not a send).
+    """
+    unsafe = settings.unsafe_local_defaults()
+    served = bool(host) and not is_loopback(host)
+    real_backend = settings.backend != "outbox"
+    public_app = web_app and _URL not in unsafe
+    needed = {_SECRET} if served or public_app or real_backend else set()
+    if served or (campaign and real_backend):
+        needed.add(_URL)
+    refused = [name for name in unsafe if name in needed]
+    if not refused:
+        return
+    if served:
+        doing = f"serve on {host}"
+    elif public_app:
+        doing = f"serve {settings.public_url}"
+    else:
+        doing = f"send through {settings.backend}"
+    reasons = "; ".join(f"{name} {_WHY[name]}" for name in refused)
+    raise ConfigError(f"refusing to {doing} with local defaults: {reasons}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,8 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     # A reader's copy of a campaign: its open pixel and its click redirects.
     TRACK = "track"
+    # A reader's copy as the envelope sender names it (VERP), so its bounces find it.
+    BOUNCE = "bounce"
 
 
 class Signer:

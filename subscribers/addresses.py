@@ -44,23 +44,29 @@ def _known_domain(candidate: str) -> str | None:
     if not DOT_ATOM_TEXT.match(local):
         return None  # quoted, empty, not ASCII, a display name: the validator's cases
     try:
-        ascii_domain, unicode_domain = _domain(domain)
+        ascii_domain, longest = _domain(domain)
     except EmailNotValidError:
         return None  # the validator says why, about the whole address
-    if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
-        local = local.lower()  # RFC 2142 names, as the validator does
-    forms = (candidate, f"{local}@{unicode_domain}", f"{local}@{ascii_domain}")
-    if any(len(form.encode()) > MAX_LENGTH for form in forms):
+    # The validator measures the typed, Unicode and ASCII forms; the local part is ASCII
+    # (DOT_ATOM_TEXT), so the longest of them is the local part and the longest domain.
+    if len(local) + 1 + longest > MAX_LENGTH:
         return None
+    if local.lower() in _CASE_INSENSITIVE:
+        local = local.lower()  # RFC 2142 names, as the validator does
     return f"{local}@{ascii_domain}"
 
 
+_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
 @lru_cache(maxsize=65536)
-def _domain(domain: str) -> tuple[str, str]:
-    """The validator's verdict on a domain (its ASCII and Unicode forms, or an error),
-    from an address whose local part it cannot object to."""
+def _domain(domain: str) -> tuple[str, int]:
+    """The validator's verdict on a domain (its ASCII form, and the length in bytes of the
+    longest of the forms it measures: as typed, Unicode, ASCII; or an error), from an
+    address whose local part it cannot object to."""
     valid = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
-    return valid.ascii_domain, valid.domain
+    forms = (domain, valid.domain, valid.ascii_domain)
+    return valid.ascii_domain, max(len(form.encode()) for form in forms)
 
 
 def address_hash(email: str) -> str:

@@ -1,42 +1,58 @@
 """CSV import that streams: a million rows without loading the file, safe to run twice.
 
-Rows go in chunks, each one short transaction: validate, drop duplicates, look the
-chunk's addresses up in the list and the suppression list at once, insert what is
-new (``ON CONFLICT DO NOTHING``, so a form submission racing the import is fine).
-Bad rows are skipped and reported with their line number and reason; suppressed and
-unsubscribed addresses are reported, never brought back. A file that breaks off (a quote
-left open swallows the rows after it) stops the import there, saying so.
+The header says which tool wrote the file (``subscribers.sources``: Mailchimp, Substack,
+Buttondown, listmonk, our own export, or any file with an email column) and the first
+line says its delimiter (``,``, ``;`` or a tab). Each row is checked here, in Python; the
+good ones stream into the database's staging table and are written there by a few
+set-based statements (``subscribers.staging``). Bad rows are skipped and reported with
+their line number and reason; suppressed and unsubscribed addresses are reported, never
+brought back, and rows that say an address left the old tool suppress it. A file that
+breaks off (a quote left open swallows the rows after it) stops the import there,
+saying so, after the rows before it are imported.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
+import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-from sqlalchemy import String, any_, bindparam, select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
-from mailer.clock import utcnow
 from mailer.errors import InvalidAddress, MailerError, UnsafeHeaderValue
-from subscribers.addresses import address_hash, normalize
-from subscribers.models import Status, Subscriber, Suppression
-from subscribers.spreadsheet import from_text
-from subscribers.store import Consent, clean_name
+from mailer.headers import header_text_problem
+from subscribers.addresses import normalize
+from subscribers.models import Status
+from subscribers.sources import (
+    GONE,
+    PENDING,
+    Layout,
+    RowError,
+    layout_for,
+    outcome_of,
+    parse_ip,
+    parse_time,
+    split_tags,
+)
+from subscribers.spreadsheet import as_text, from_text
+from subscribers.staging import StagedRow, Staging
+from subscribers.store import Consent
 
 __all__ = ["ImportReport", "import_csv"]
 
-CHUNK = 5000
+CHUNK = 5000  # rows staged between two progress reports
 KEPT_PROBLEMS = 1000  # bad rows kept for the report; all of them go to the errors file
 # A subscriber is one line; a quoted field (a postal address, a note) may take a few more.
 # A row longer than this has swallowed the rows after a quote left open.
 MAX_ROW_LINES = 10
+DELIMITERS = (",", ";", "\t")
 
 
 @dataclass
@@ -47,6 +63,9 @@ class ImportReport:
     duplicates: int = 0  # the same address again within this file
     suppressed: int = 0
     bad: int = 0
+    gone: int = 0  # rows saying the address left the old tool: suppressed here too
+    taken_off: int = 0  # subscribers already here whom those rows took off the list
+    mapping: str = ""  # which tool's export, and which column went where
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     broken: tuple[int, str] | None = None  # (line, why) where the file broke off
 
@@ -56,37 +75,26 @@ class ImportReport:
             self.problems.append((line, reason))
 
 
-@dataclass(frozen=True)
-class _Row:
-    line: int
-    email: str
-    email_hash: str
-    name: str
-    tags: list[str]
+class Writable(Protocol):
+    """Where the bad rows go: an open text file, or anything with its ``write``."""
 
-
-@dataclass(frozen=True)
-class _Header:
-    width: int  # how many fields a row may have
-    index: dict[str, int]  # our field (email; name, tags if there) → its position
-
-    def field(self, record: list[str], key: str) -> str:
-        """The cell, as it was before an export made it safe for spreadsheets."""
-        at = self.index.get(key)
-        return from_text(record[at]) if at is not None and at < len(record) else ""
+    def write(self, text: str, /) -> int: ...
 
 
 class _Lines:
-    """The file's lines, for the csv reader. ``ended`` turns true when the reader asks past
-    the last one: the record it returns then was closed by the end of the file, not by a
-    closing quote (the reader accepts that without a word)."""
+    """The file's lines, for the csv reader, the first one (read for its delimiter) again
+    first. ``ended`` turns true when the reader asks past the last one: the record it
+    returns then was closed by the end of the file, not by a closing quote (the reader
+    accepts that without a word)."""
 
-    def __init__(self, text: TextIO) -> None:
-        self.text = text
+    def __init__(self, first: str, rest: TextIO) -> None:
+        self.first = first
+        self.rest = rest
         self.ended = False
 
     def __iter__(self) -> Iterator[str]:
-        yield from self.text
+        yield self.first
+        yield from self.rest
         self.ended = True
 
 
@@ -98,9 +106,10 @@ def import_csv(
     status: Status = Status.CONFIRMED,
     tags: tuple[str, ...] = (),
     progress: Callable[[int], None] | None = None,
-    errors_to: TextIO | None = None,
+    errors_to: Writable | None = None,
 ) -> ImportReport:
-    """Import ``path``; ``progress`` gets the bytes read so far after each chunk.
+    """Import ``path``; ``progress`` gets the bytes read so far after each chunk, and
+    ``errors_to`` a CSV of the bad rows (line, reason), written from the first one on.
 
     Where the file breaks off (a quote left open) the rows before it are imported, then
     a ``MailerError`` says where and how many were added: running it again is safe.
@@ -112,19 +121,27 @@ def import_csv(
         raise MailerError(f"{path}: cannot read the file ({exc.strerror})") from exc
     with raw:
         # Undecodable bytes become U+FFFD and fail that row only, not the whole import.
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-        lines = _Lines(text)
-        reader = csv.reader(lines)
-        header = _header(path, reader)
-        problems = csv.writer(errors_to) if errors_to is not None else None
-        if problems is not None:
-            problems.writerow(["line", "reason"])
-        started = utcnow()
-        for chunk in _chunks(_rows(reader, lines, header, tags, report, problems)):
-            with sessions.begin() as session:
-                _import_chunk(session, chunk, consent, status, started, report)
-            if progress is not None:
-                progress(raw.tell())
+        text_in = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        first = text_in.readline()
+        lines = _Lines(first, text_in)
+        reader = csv.reader(lines, delimiter=_delimiter(first))
+        layout = _header(path, reader)
+        report.mapping = layout.describe()
+        problems = _Problems(errors_to, report)
+        rows = _rows(reader, lines, layout, status, tags, report, problems)
+        with _engine(sessions).connect() as connection:
+            with Staging(connection) as staging:
+                for chunk in _chunks(rows):
+                    staging.add(chunk)
+                    if progress is not None:
+                        progress(raw.tell())
+                counts = staging.finish(
+                    consent.source, consent.text, f"{consent.source}: {layout.tool}"
+                )
+            connection.commit()
+    report.gone, report.taken_off = counts.gone, counts.taken_off
+    report.suppressed, report.existing = counts.suppressed, counts.existing
+    report.added, report.duplicates = counts.added, counts.repeated
     if report.added:
         _refresh_statistics(sessions)
     if report.broken is not None:
@@ -137,6 +154,13 @@ def import_csv(
     return report
 
 
+def _engine(sessions: sessionmaker) -> Engine:
+    """The engine itself: the staging table lives as long as one connection, across the
+    commits of an import on SQLite."""
+    with sessions() as session:
+        return session.get_bind().engine
+
+
 def _refresh_statistics(sessions: sessionmaker) -> None:
     """Without fresh statistics PostgreSQL plans the next send's keyset pages as if the
     table were tiny, and streaming a million subscribers takes minutes, not seconds."""
@@ -145,83 +169,167 @@ def _refresh_statistics(sessions: sessionmaker) -> None:
             session.execute(text("ANALYZE subscribers"))
 
 
-def _header(path: Path, reader: Any) -> _Header:
-    """Where our fields are, whatever the file's order and capitalisation."""
+def _delimiter(first: str) -> str:
+    """The delimiter the header line uses most, outside quotes (a comma when it has none:
+    a file of addresses alone)."""
+    unquoted = first.split('"')[::2]
+    counts = {d: sum(part.count(d) for part in unquoted) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _header(path: Path, reader: Any) -> Layout:
+    """Which tool's export this is, and where our fields are in it."""
     try:
         names = next(reader, [])
     except csv.Error as exc:
         raise MailerError(f"{path}:1: the header cannot be read as CSV ({exc})") from exc
     if reader.line_num > 1:
         raise MailerError(f"{path}:1: the header runs on to line {reader.line_num}: an open quote?")
-    index = {name.strip().lower(): at for at, name in enumerate(names) if name.strip()}
-    if "email" not in index:
-        found = ", ".join(index) or "nothing"
+    layout = layout_for(names)
+    if layout is None:
+        found = ", ".join(repr(name.strip()[:40]) for name in names if name.strip()) or "nothing"
         raise MailerError(f"{path}:1: no 'email' column in the header (found {found})")
-    wanted = {key: index[key] for key in ("email", "name", "tags") if key in index}
-    return _Header(len(names), wanted)
+    return layout
+
+
+class _Problems:
+    """Bad rows: counted and kept for the report, and every one written to the errors
+    file (its header with the first), each cell safe for a spreadsheet."""
+
+    def __init__(self, out: Writable | None, report: ImportReport) -> None:
+        self.writer = csv.writer(out) if out is not None else None
+        self.report = report
+
+    def __call__(self, line: int, reason: str) -> None:
+        if self.writer is not None:
+            if not self.report.bad:
+                self.writer.writerow(["line", "reason"])
+            self.writer.writerow([line, as_text(reason)])
+        self.report.problem(line, reason)
 
 
 def _rows(
     reader: Any,
     lines: _Lines,
-    header: _Header,
+    layout: Layout,
+    status: Status,
     tags: tuple[str, ...],
     report: ImportReport,
-    problems: Any,
-) -> Iterator[_Row]:
-    """The good rows. A bad one is reported by the line it starts on; where the file
-    breaks off, ``report.broken`` says so and the rows end there."""
+    problem: _Problems,
+) -> Iterator[StagedRow]:
+    """The good rows, staged form. A bad one is reported by the line it starts on; where
+    the file breaks off, ``report.broken`` says so and the rows end there."""
+    width = len(layout.columns)
+    pending = status == Status.PENDING
     end = reader.line_num
     while True:
         start = end + 1
-        reason = None
         try:
             record = next(reader, None)
         except csv.Error as exc:  # a field longer than csv.field_size_limit()
-            record, reason = [], f"cannot be read as CSV: {exc}"
+            end = reader.line_num
+            if end > start:
+                report.broken = (start, f"a row runs from here to line {end}: a quote left open?")
+                return
+            report.rows += 1
+            problem(start, f"cannot be read as CSV: {exc}")
+            continue
         end = reader.line_num
         if record is None:
             return
         if lines.ended:
             report.broken = (start, "a quote opened on this line is never closed")
             return
-        if end - start >= MAX_ROW_LINES or (reason and end > start):
+        if end - start >= MAX_ROW_LINES:
             report.broken = (start, f"a row runs from here to line {end}: a quote left open?")
             return
-        if not record and reason is None:
+        if not record:
             continue  # a blank line
         report.rows += 1
-        reason = reason or _check(record, header, start, end)
-        if reason is None:
-            try:
-                email = normalize(header.field(record, "email"))
-                name = clean_name(header.field(record, "name"))
-            except (InvalidAddress, UnsafeHeaderValue) as exc:
-                reason = str(exc)
-        if reason is not None:
-            report.problem(start, reason)
-            if problems is not None:
-                problems.writerow([start, reason])
-            continue
-        row_tags = list(tags)
-        row_tags += [t.strip() for t in header.field(record, "tags").split(";") if t.strip()]
-        yield _Row(start, email, address_hash(email), name, row_tags)
+        try:
+            yield _row(record, start, end, width, layout, pending, tags)
+        except (InvalidAddress, UnsafeHeaderValue, RowError) as exc:
+            problem(start, str(exc))
 
 
-def _check(record: list[str], header: _Header, start: int, end: int) -> str | None:
-    if len(record) > header.width:
-        return "more fields than the header has"
-    if any("\ufffd" in value for value in record):
-        return "not UTF-8 text"
+def _cell(record: list[str], at: int | None) -> str:
+    """The cell, as it was before an export made it safe for spreadsheets."""
+    if at is None or at >= len(record):
+        return ""
+    cell = record[at]
+    return from_text(cell) if cell[:1] == "'" else cell
+
+
+def _row(
+    record: list[str],
+    start: int,
+    end: int,
+    width: int,
+    layout: Layout,
+    pending: bool,
+    tags: tuple[str, ...],
+) -> StagedRow:
+    """One good row, staged; ``RowError`` (or the address's or name's own error) says why
+    a row is not."""
+    if len(record) > width:
+        raise RowError("more fields than the header has")
+    if "\ufffd" in "".join(record):
+        raise RowError("not UTF-8 text")
     if end > start:
-        for key in header.index:
-            if "\n" in header.field(record, key) or "\r" in header.field(record, key):
-                return f"the {key} spans lines {start}–{end}; a quote left open?"
-    return None
+        fields = [("email", layout.email), *(("name", at) for at in layout.names)]
+        for key, at in (*fields, ("tags", layout.tags)):
+            value = _cell(record, at)
+            if "\n" in value or "\r" in value:
+                raise RowError(f"the {key} spans lines {start}–{end}; a quote left open?")
+    email_cell = record[layout.email] if layout.email < len(record) else ""
+    email = normalize(from_text(email_cell) if email_cell[:1] == "'" else email_cell)
+    email_hash = hashlib.sha256(email.lower().encode()).hexdigest()
+    outcome = outcome_of(layout, record)
+    if outcome in GONE:  # only the address matters: it is suppressed, whatever the rest says
+        return (start, email, email_hash, "", "[]", None, None, "", outcome)
+    if pending:
+        outcome = PENDING
+    if len(layout.names) == 1:
+        name = _cell(record, layout.names[0]).strip()
+    else:
+        name = " ".join(part for at in layout.names if (part := _cell(record, at).strip()))
+    reason = header_text_problem(name)
+    if reason:
+        raise UnsafeHeaderValue("name", reason)
+    row_tags = list(tags)
+    if layout.tags is not None:
+        row_tags += split_tags(_cell(record, layout.tags))
+    consent_at = confirmed_at = None
+    ip = ""
+    if layout.consent_at is not None:
+        consent_at = parse_time(_cell(record, layout.consent_at), layout.columns[layout.consent_at])
+    if layout.confirmed_at is not None:
+        at = layout.confirmed_at
+        confirmed_at = parse_time(_cell(record, at), layout.columns[at])
+    if layout.consent_ip is not None:
+        ip = parse_ip(_cell(record, layout.consent_ip), layout.columns[layout.consent_ip])
+    tags_json = _json_list(row_tags)
+    return (start, email, email_hash, name, tags_json, consent_at, confirmed_at, ip, outcome)
 
 
-def _chunks(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
-    chunk: list[_Row] = []
+# What JSON would escape in a string: quotes, backslashes, control characters.
+_NEEDS_ESCAPING = re.compile(r'["\\\x00-\x1f]')
+
+
+def _json_list(tags: list[str]) -> str:
+    """``json.dumps(tags)``, written directly when no tag needs escaping (nearly always):
+    the encoder's call costs more than the row's other checks together."""
+    if not tags:
+        return "[]"
+    joined = '", "'.join(tags)
+    if _NEEDS_ESCAPING.search(joined):
+        return json.dumps(tags, ensure_ascii=False)
+    return f'["{joined}"]'
+
+
+def _chunks(rows: Iterator[StagedRow]) -> Iterator[list[StagedRow]]:
+    chunk: list[StagedRow] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) == CHUNK:
@@ -229,117 +337,3 @@ def _chunks(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _import_chunk(
-    session: Session,
-    chunk: list[_Row],
-    consent: Consent,
-    status: Status,
-    started: dt.datetime,
-    report: ImportReport,
-) -> None:
-    postgres = session.get_bind().dialect.name == "postgresql"
-    hashes = list({row.email_hash for row in chunk})
-    on_list: set[str] = set()
-    this_file: set[str] = set()  # added by an earlier chunk of this very import
-    found = select(Subscriber.email_hash, Subscriber.source, Subscriber.created_at)
-    for email_hash, source, created_at in session.execute(
-        found.where(_among(Subscriber.email_hash, hashes, postgres))
-    ):
-        on_list.add(email_hash)
-        if source == consent.source and created_at >= started:
-            this_file.add(email_hash)
-    suppressed = set(
-        session.scalars(
-            select(Suppression.email_hash).where(_among(Suppression.email_hash, hashes, postgres))
-        )
-    )
-    new: dict[str, _Row] = {}
-    for row in chunk:
-        if row.email_hash in suppressed:
-            report.suppressed += 1
-        elif row.email_hash in new or row.email_hash in this_file:
-            report.duplicates += 1  # earlier in this chunk, or in an earlier chunk of this file
-        elif row.email_hash in on_list:
-            report.existing += 1
-        else:
-            new[row.email_hash] = row
-    if new:
-        insert = _insert_postgresql if postgres else _insert_sqlite
-        added = insert(session, list(new.values()), consent, status)
-        report.added += added
-        report.existing += len(new) - added  # added by someone else since the lookup
-
-
-def _among(column: Any, hashes: list[str], postgres: bool) -> Any:
-    """``column IN (…)``; on PostgreSQL one array parameter (``= ANY``), which it plans
-    once, instead of five thousand parameters it would parse on every chunk."""
-    if postgres:
-        return column == any_(bindparam("hashes", hashes, type_=postgresql.ARRAY(String)))
-    return column.in_(hashes)
-
-
-# PostgreSQL: the chunk as four arrays, one statement; columns that are the same on
-# every row go in once. The rows that come back are the rows added.
-_INSERT_UNNEST = text(
-    """
-    INSERT INTO subscribers (email, email_hash, name, tags, status, source, created_at,
-        confirmed_at, consent_at, consent_ip, consent_user_agent, consent_source, consent_text,
-        soft_bounces)
-    SELECT e, h, n, CAST(t AS json), :status, :source, :now, :confirmed_at, :now, '', '',
-        :source, :consent_text, 0
-    FROM unnest(CAST(:emails AS text[]), CAST(:hashes AS text[]), CAST(:names AS text[]),
-                CAST(:tags AS text[])) AS u(e, h, n, t)
-    ON CONFLICT (email_hash) DO NOTHING
-    RETURNING id
-    """
-)
-
-
-def _insert_postgresql(session: Session, rows: list[_Row], consent: Consent, status: Status) -> int:
-    now = utcnow()
-    params = {
-        "emails": [r.email for r in rows],
-        "hashes": [r.email_hash for r in rows],
-        "names": [r.name for r in rows],
-        "tags": [json.dumps(r.tags) for r in rows],
-        "status": str(status),
-        "source": consent.source,
-        "consent_text": consent.text,
-        "now": now,
-        "confirmed_at": now if status == Status.CONFIRMED else None,
-    }
-    return len(session.execute(_INSERT_UNNEST, params).all())
-
-
-def _insert_sqlite(session: Session, rows: list[_Row], consent: Consent, status: Status) -> int:
-    """Core executemany, ON CONFLICT DO NOTHING; the row count says how many went in."""
-    now = utcnow()
-    confirmed_at = now if status == Status.CONFIRMED else None
-    statement = sqlite.insert(Subscriber.__table__).on_conflict_do_nothing(
-        index_elements=["email_hash"]
-    )
-    result = session.connection().execute(
-        statement,
-        [
-            {
-                "email": r.email,
-                "email_hash": r.email_hash,
-                "name": r.name,
-                "status": str(status),
-                "tags": r.tags,
-                "source": consent.source,
-                "created_at": now,
-                "confirmed_at": confirmed_at,
-                "consent_at": now,
-                "consent_ip": "",
-                "consent_user_agent": "",
-                "consent_source": consent.source,
-                "consent_text": consent.text,
-                "soft_bounces": 0,
-            }
-            for r in rows
-        ],
-    )
-    return result.rowcount

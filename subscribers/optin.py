@@ -9,24 +9,20 @@ never mailed, not even a confirmation: their attempt is recorded for the operato
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.content.render import Renderer
-from mailer.delivery import Backend
-from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import TokenError
 from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.addresses import normalize
 from subscribers.models import Status, Subscriber
 
-__all__ = ["OptIn", "SubscribeOutcome"]
+__all__ = ["OptIn", "SendConfirmation", "SubscribeOutcome"]
 
 Outcome = Literal["pending", "confirmed", "already_confirmed", "resent", "rate_limited", "refused"]
 
@@ -37,21 +33,25 @@ class SubscribeOutcome:
     email: str
 
 
+class SendConfirmation(Protocol):
+    """Mails a reader the link that confirms their address. Handed in (the Runtime builds
+    it from the renderer and the backend), so the store imports neither."""
+
+    def __call__(self, subscriber_id: int, address: str, name: str, confirm_url: str) -> None: ...
+
+
 class OptIn:
     def __init__(
         self,
         settings: Settings,
-        sessions: sessionmaker,
+        sessions: sessionmaker[Session],
         signer: Signer,
-        backend: Backend,
-        renderer: Renderer,
+        send: SendConfirmation,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.signer = signer
-        self.backend = backend
-        self.renderer = renderer
-        self.lang = settings.lang or "en"
+        self.send = send
 
     def subscribe(self, email: str, consent: store.Consent, name: str = "") -> SubscribeOutcome:
         """Handle a request to join; raises ``InvalidAddress`` for an unusable address.
@@ -64,8 +64,11 @@ class OptIn:
         with self.sessions.begin() as session:
             result = store.add(session, email, consent, name=name, status=status)
             subscriber = result.subscriber
-            left = subscriber is None or subscriber.status not in (Status.PENDING, Status.CONFIRMED)
-            if result.outcome == "suppressed" or left:
+            if (
+                result.outcome == "suppressed"
+                or subscriber is None
+                or subscriber.status not in (Status.PENDING, Status.CONFIRMED)
+            ):
                 subscriber_id = subscriber.id if subscriber is not None else None
                 store.record(session, subscriber_id, "resubscribe_refused", source=consent.source)
                 return SubscribeOutcome("refused", email)
@@ -84,17 +87,7 @@ class OptIn:
         return sent is None or utcnow() - sent >= wait
 
     def send_confirmation(self, subscriber: Subscriber) -> None:
-        url = self.confirm_url(subscriber)
-        html, text = self.renderer.render_notice(
-            "confirm", self.lang, confirm_url=url, days=self.settings.confirm_link_days
-        )
-        strings = self.renderer.templates.strings(self.lang)
-        subject = strings["confirm_subject"].format(publication=self.settings.publication_name)
-        # Each confirmation is its own message: a unique key, so a unique Message-ID.
-        key = f"confirm-{subscriber.id}-{secrets.token_hex(6)}"
-        envelope = Envelope(subscriber.email, subscriber.name, key)
-        sender = Sender(self.settings.sender_email, self.settings.sender_name)
-        self.backend.send(Batch(subject, html, text, sender, (envelope,)))
+        self.send(subscriber.id, subscriber.email, subscriber.name, self.confirm_url(subscriber))
 
     def confirm_url(self, subscriber: Subscriber) -> str:
         token = self.signer.sign(Purpose.CONFIRM, subscriber.id)

@@ -9,36 +9,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
 from mailer.headers import check_header_text
+from mailer.store.ledger import Delivery
 from subscribers.addresses import address_hash, lookup_hash, normalize
 from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason
 
 __all__ = [
     "AddResult",
     "Consent",
-    "Recipient",
     "add",
+    "addressed_by",
     "clean_name",
     "confirm",
     "count_by_status",
     "erase",
     "find",
+    "forgive_soft_bounces",
     "gdpr_export",
-    "iter_recipients",
+    "reader_of",
     "record",
     "remove",
+    "soft_bounce",
     "suppress",
     "suppression_of",
     "unsubscribe",
+    "unsubscribed_since",
 ]
 
 # Statuses whose addresses are also in the suppression list.
@@ -63,13 +67,6 @@ class Consent:
 class AddResult:
     outcome: Literal["added", "exists", "suppressed"]
     subscriber: Subscriber | None
-
-
-@dataclass(frozen=True)
-class Recipient:
-    id: int
-    email: str
-    name: str
 
 
 def find(session: Session, email: str) -> Subscriber | None:
@@ -174,28 +171,69 @@ def count_by_status(session: Session) -> dict[str, int]:
     return counts
 
 
-def iter_recipients(sessions: sessionmaker, page: int = 1000) -> Iterator[Recipient]:
-    """Confirmed, not suppressed subscribers in id order, a keyset page at a time.
+def soft_bounce(session: Session, subscriber: Subscriber) -> int:
+    """Count a temporary bounce (a full mailbox, greylisting) against a subscriber;
+    returns how many they have had since their mail last got through."""
+    subscriber.soft_bounces += 1
+    record(session, subscriber.id, "soft_bounce", count=subscriber.soft_bounces)
+    return subscriber.soft_bounces
 
-    Each page is its own short query, so memory stays flat however long the list,
-    and no transaction stays open while the caller works on a page.
-    """
-    last_id = 0
-    query = (
-        select(Subscriber.id, Subscriber.email, Subscriber.name)
-        .where(Subscriber.status == Status.CONFIRMED)
-        .where(~exists().where(Suppression.email_hash == Subscriber.email_hash))
-        .order_by(Subscriber.id)
-        .limit(page)
+
+def forgive_soft_bounces(session: Session, delivery_ids: Sequence[int]) -> None:
+    """The readers of ``delivery_ids`` got their mail: their mailbox works again, and their
+    earlier soft bounces are forgiven."""
+    if delivery_ids:
+        session.execute(
+            update(Subscriber)
+            .where(
+                Subscriber.soft_bounces > 0,
+                Subscriber.id.in_(
+                    select(Delivery.subscriber_id).where(Delivery.id.in_(delivery_ids))
+                ),
+            )
+            .values(soft_bounces=0)
+        )
+
+
+def reader_of(session: Session, delivery_id: int | None, email: str) -> Subscriber | None:
+    """The subscriber a delivery went to, or else the one with the address ``email``."""
+    if delivery_id is not None:
+        subscriber_id = session.scalar(
+            select(Delivery.subscriber_id).where(Delivery.id == delivery_id)
+        )
+        if subscriber_id is not None:
+            return session.get(Subscriber, subscriber_id)
+    if not email:
+        return None
+    return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(email)))
+
+
+def addressed_by(session: Session, delivery_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """Each of ``delivery_ids`` still held, to its campaign and the hash of the address it
+    went to: what an event naming a delivery must agree with."""
+    if not delivery_ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.campaign_id, Subscriber.email_hash)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(delivery_ids))
     )
-    while True:
-        with sessions() as session:
-            rows = session.execute(query.where(Subscriber.id > last_id)).all()
-        if not rows:
-            return
-        for row in rows:
-            yield Recipient(row.id, row.email, row.name)
-        last_id = rows[-1].id
+    return {delivery_id: (campaign_id, email_hash) for delivery_id, campaign_id, email_hash in rows}
+
+
+def unsubscribed_since(session: Session, campaign_id: int, since: dt.datetime) -> int:
+    """How many of a campaign's readers have unsubscribed since ``since`` (its start)."""
+    query = (
+        select(func.count())
+        .select_from(Delivery)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Subscriber.status == Status.UNSUBSCRIBED,
+            Subscriber.unsubscribed_at >= since,
+        )
+    )
+    return session.scalar(query) or 0
 
 
 def gdpr_export(session: Session, email: str) -> dict[str, Any]:

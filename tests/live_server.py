@@ -2,7 +2,7 @@
 
 Not a test module: ``serve`` is a context manager and ``server_factory`` a fixture factory
 for the test modules that need a running server. The app is exactly what ``mailer serve``
-builds (``create_app(settings)``) and uvicorn serves it over TCP as in production; the
+builds (``create_app(Runtime(settings))``) and uvicorn serves it over TCP as in production; the
 settings' ``public_url`` is the server's own address, so the links in the confirmation
 email lead back to it. Mail goes to the outbox backend, a folder of ``.eml`` files that the
 tests read as a mail client would.
@@ -30,6 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from mailer.config import Settings
+from mailer.runtime import Runtime
 from mailer.web import create_app
 
 __all__ = ["LiveServer", "confirm_link", "serve", "server_factory"]
@@ -151,7 +152,7 @@ def serve(
             **overrides,
         }
     )
-    app = create_app(current)
+    app = create_app(Runtime(current))
     config = uvicorn.Config(
         app,
         proxy_headers=True,  # as `mailer serve` runs it

@@ -2,7 +2,8 @@
 
 Unit tests check the HTML we write; only a browser shows what a reader sees: whether the
 page scrolls sideways on a phone, whether the title is on the first screen, whether the
-dark-mode styles apply. Screenshots go to tests/artifacts/ (gitignored) for a human look.
+dark-mode styles apply, whether a table cell breaks a word, how wide an image is.
+Screenshots go to tests/artifacts/ (gitignored) for a human look.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from playwright.sync_api import Browser, Page
 from mailer.config import load_settings
 from mailer.content.preview import build_preview, write_preview
 from tests.conftest import ARTIFACTS, SAMPLE_POST
+from tests.test_images import png
 
 TITLE = "2026年2月第一周AI与科技动态周报"
 SCREEN_HEIGHT = 800
@@ -109,4 +111,88 @@ def test_preview_dark_mode(browser: Callable[[], Browser], preview_url: str) -> 
         assert luminance(title) > 0.5, f"title text not light on dark: {title}"
     finally:
         screenshot(page, "preview-dark-375.png")
+        page.context.close()
+
+
+def _post_preview(tmp_path: Path, body: str) -> str:
+    """A post of ``body``, previewed with default settings; its file URL."""
+    post = tmp_path / "post.md"
+    post.write_text("---\ntitle: Numbers\nlang: en\n---\n" + body, "utf-8")
+    html_path, _ = write_preview(build_preview(post, load_settings()), tmp_path)
+    return html_path.as_uri()
+
+
+def test_preview_without_style_sheets(
+    browser: Callable[[], Browser], preview_url: str, tmp_path: Path
+) -> None:
+    """Gmail's apps drop every <style> for other accounts' mail: the inline styles alone lay
+    the page out."""
+    path = Path(preview_url.removeprefix("file://"))
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r"<style\b.*?</style>", "", path.read_text("utf-8"), flags=re.S))
+    page = open_page(browser(), bare.as_uri(), 375)
+    try:
+        assert page.evaluate("document.querySelectorAll('style').length") == 0
+        width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1], f"horizontal scroll without styles: {width}"
+        family = page.evaluate("getComputedStyle(document.querySelector('.post li')).fontFamily")
+        assert "PingFang SC" in family
+    finally:
+        screenshot(page, "preview-no-style-375.png")
+        page.context.close()
+
+
+TABLE = """| Metric | Mean | Total | Implementation |
+| --- | ---: | ---: | --- |
+| throughput | 12345 | 987654321 | internationalization |
+| latency | 0.123456 | 1234567 | responsibilities |
+"""
+
+
+def test_table_cells_break_no_word_at_320(browser: Callable[[], Browser], tmp_path: Path) -> None:
+    page = open_page(browser(), _post_preview(tmp_path, TABLE), 320)
+    try:
+        broken = page.evaluate(
+            """() => {
+                const broken = [];
+                for (const cell of document.querySelectorAll(".post td, .post th")) {
+                    const text = cell.firstChild;
+                    for (const word of text.data.matchAll(/\\S+/g)) {
+                        const range = document.createRange();
+                        range.setStart(text, word.index);
+                        range.setEnd(text, word.index + word[0].length);
+                        if (range.getClientRects().length !== 1) broken.push(word[0]);
+                    }
+                }
+                return broken;
+            }"""
+        )
+        assert broken == []
+        cells = page.evaluate("[...document.querySelectorAll('.post td')].map(c => c.innerText)")
+        assert "internationalization" in cells and "987654321" in cells
+        width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1], f"the page scrolls sideways: {width}"
+    finally:
+        screenshot(page, "table-320.png")
+        page.context.close()
+
+
+@pytest.mark.parametrize("width", [320, 600])
+def test_a_240px_image_is_240px_wide(
+    browser: Callable[[], Browser], tmp_path: Path, width: int
+) -> None:
+    qr = png(600, 600)
+    (tmp_path / "qr.png").write_bytes(qr)
+    url = _post_preview(tmp_path, "Scan it:\n\n![QR code](qr.png){width=240}\n\nThanks.\n")
+    page = open_page(browser(), url, width)
+    try:
+        page.unroute(re.compile(r"^(?!file:)"))
+        page.route(re.compile(r"^https?://.*/qr\.png$"), lambda route: route.fulfill(body=qr))
+        page.reload(wait_until="load")
+        image = page.locator("img[alt='QR code']")
+        assert page.evaluate("document.querySelector(\"img[alt='QR code']\").naturalWidth") == 600
+        box = image.bounding_box()
+        assert box is not None and round(box["width"]) == 240, box
+    finally:
+        screenshot(page, f"image-240-{width}.png")
         page.context.close()

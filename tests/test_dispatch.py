@@ -43,6 +43,7 @@ from mailer.sending.dispatch import (
     InlineQueue,
     cancel,
     create_campaign,
+    fill_chunk,
     pause,
     progress,
     resume,
@@ -58,8 +59,7 @@ from mailer.store.ledger import (
     DeliveryState,
     Handover,
     IllegalTransition,
-    fill_chunk,
-    transition,
+    may_follow,
 )
 from mailer.tokens import Purpose, Signer
 from subscribers import store
@@ -483,29 +483,19 @@ def test_reader_who_leaves_after_the_ledger_is_filled_is_skipped(
 
 ALLOWED = {
     "draft": {"scheduled", "sending", "cancelled"},
-    "scheduled": {"sending", "cancelled", "draft"},
-    "sending": {"paused", "unsettled", "sent", "cancelled", "failed"},
+    "scheduled": {"scheduled", "sending", "cancelled", "draft"},
+    "sending": {"paused", "unsettled", "sent", "cancelled"},
     "paused": {"sending", "cancelled"},
     "unsettled": {"sent", "sending"},
     "sent": set(),
     "cancelled": set(),
-    "failed": {"sending", "cancelled"},
 }
 
 
 @pytest.mark.parametrize("source", list(CampaignState))
 @pytest.mark.parametrize("target", list(CampaignState))
 def test_only_legal_transitions(source: CampaignState, target: CampaignState) -> None:
-    campaign = Campaign(id=1, slug="x", subject="x", edition={}, backend="outbox", status=source)
-    if target.value in ALLOWED[source.value]:
-        transition(campaign, target)
-        assert campaign.status == target
-        ended = ("unsettled", "sent", "cancelled", "failed")
-        assert (campaign.finished_at is not None) == (target in ended)
-    else:
-        with pytest.raises(IllegalTransition, match=f"is {source.value}"):
-            transition(campaign, target)
-        assert campaign.status == source
+    assert may_follow(source, target) == (target.value in ALLOWED[source.value])
 
 
 def test_illegal_steps_through_the_api(rt: Runtime, tmp_path: Path) -> None:

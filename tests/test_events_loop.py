@@ -24,6 +24,7 @@ from mailer.sending.dispatch import InlineQueue, progress, start
 from mailer.tracking.events import EventKind
 from mailer.tracking.stats import campaign_stats, chart_svg
 from mailer.web.tracking import PIXEL
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.event_support import (
     CHROME,
     WebhookKey,
@@ -39,7 +40,6 @@ from tests.event_support import (
     write_post,
 )
 from tests.live_server import LiveServer, server_factory
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 start_server = server_factory()
 

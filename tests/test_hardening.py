@@ -19,7 +19,7 @@ from mailer.errors import (
     UncertainDeliveryError,
 )
 from mailer.tracking.sendgrid import SendGridWebhook
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 
 BATCH = Batch(
     subject="s",

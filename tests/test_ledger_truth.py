@@ -46,8 +46,8 @@ from mailer.sending.dispatch import (
 from mailer.sending.schedule import send_scheduled_posts
 from mailer.store.ledger import Campaign, Delivery, Handover
 from mailer.tracking.events import Event, EventKind, apply, record
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.event_support import deliveries, new_campaign, seed, wait_for, write_post
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.test_reconcile import Recording
 from tests.test_workers import BROKER, SECRET, broker, worker  # noqa: F401  (broker: a fixture)
 

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.config import Settings
+from testkit.processes import ROOT, child_env
 from tests.conftest import SAMPLE_POST
 from tests.live_server import serve
-from tests.processes import ROOT, child_env
 from tests.redis_db import redis_url
 
 PROCFILE = ROOT / "Procfile"

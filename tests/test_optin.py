@@ -23,6 +23,7 @@ import subscribers.optin
 from mailer.content.render import Renderer
 from mailer.delivery.outbox import OutboxBackend
 from mailer.errors import InvalidAddress, TokenError, TokenExpired
+from mailer.sending.confirmation import ConfirmationMail
 from mailer.tokens import Purpose, Signer
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber, SuppressionReason
@@ -43,13 +44,8 @@ def outbox(tmp_path):
 def make_optin(settings, sessions, outbox):
     def make(**overrides):
         current = settings.model_copy(update=overrides)
-        return OptIn(
-            current,
-            sessions,
-            Signer(current.secret_keys),
-            OutboxBackend(outbox),
-            Renderer(current),
-        )
+        mail = ConfirmationMail(current, Renderer(current), OutboxBackend(outbox))
+        return OptIn(current, sessions, Signer(current.secret_keys), mail)
 
     return make
 

@@ -22,7 +22,7 @@ from mailer.content.render import Renderer
 from mailer.errors import MailerError
 from mailer.runtime import Runtime
 from mailer.sending.dispatch import create_campaign
-from mailer.store.ledger import Campaign, CampaignState, transition
+from mailer.store.ledger import CampaignState, move
 from tests.test_send_cli import ok, query, run
 from tests.test_smtp import free_port
 
@@ -183,7 +183,7 @@ def watched(
 
 def set_status(rt: Runtime, campaign_id: int, status: CampaignState) -> None:
     with rt.sessions.begin() as session:
-        transition(session.get(Campaign, campaign_id), status)
+        move(session, campaign_id, status)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import ROOT
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 POST = """---
 title: Operator weekly
@@ -208,7 +208,7 @@ def test_sendgrid_with_local_defaults_is_refused(site: Path, extra: dict[str, st
 
 
 def test_demo_sends_three_emails_once(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "posts", tmp_path / "posts")
+    """In a folder of its own, outside the repository: the sample post is found anyway."""
     first = ok("demo", cwd=tmp_path)
     sent = outbox(tmp_path)
     assert recipients(sent) == ["ada@example.com", "grace@example.com", "linus@example.org"]
@@ -221,6 +221,14 @@ def test_demo_sends_three_emails_once(tmp_path: Path) -> None:
     assert {path.name: path.stat().st_mtime_ns for path in outbox(tmp_path)} == before
     assert query(tmp_path, "SELECT COUNT(*) FROM campaigns") == [(1,)]
     assert query(tmp_path, "SELECT SUM(attempts) FROM deliveries") == [(3,)]
+
+
+def test_demo_without_its_post_says_what_it_needs_and_leaves_nothing(tmp_path: Path) -> None:
+    result = run("demo", "no-such-post.md", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the demo needs a post: no-such-post.md is not there" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_send_that_ends_with_unknown_readers_says_so_and_exits_3(site: Path) -> None:

@@ -163,7 +163,7 @@ def web(settings: Settings, database_url: str, web_port: int) -> Iterator[str]:
     app_settings = smtp_settings(settings, database_url, 25, web_port)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(app_settings), host="127.0.0.1", port=web_port, log_level="warning"
+            create_app(Runtime(app_settings)), host="127.0.0.1", port=web_port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -74,41 +74,6 @@ def test_unsubscribe_suppresses_for_good(sessions):
         assert store.find(session, "bob@example.com").status == Status.UNSUBSCRIBED
 
 
-def test_iter_recipients_streams_confirmed_not_suppressed_in_id_order(sessions):
-    states = [
-        Status.CONFIRMED,  # 1
-        Status.PENDING,  # 2
-        Status.CONFIRMED,  # 3
-        Status.CONFIRMED,  # 4 unsubscribed below
-        Status.CONFIRMED,  # 5
-        Status.CONFIRMED,  # 6 suppressed by hash, status still confirmed
-        Status.CONFIRMED,  # 7 bounced below
-        Status.CONFIRMED,  # 8
-        Status.PENDING,  # 9
-        Status.CONFIRMED,  # 10
-        Status.CONFIRMED,  # 11
-    ]
-    ids = [
-        _add(sessions, f"r{n}@example.com", status).subscriber.id for n, status in enumerate(states)
-    ]
-    with sessions.begin() as session:
-        store.unsubscribe(session, session.get(Subscriber, ids[3]), how="test")
-        store.unsubscribe(session, session.get(Subscriber, ids[6]), "test", Status.BOUNCED)
-        store.suppress(session, address_hash("r5@example.com"), SuppressionReason.MANUAL)
-        assert session.get(Subscriber, ids[5]).status == Status.CONFIRMED
-    expected = [ids[i] for i in (0, 2, 4, 7, 9, 10)]
-    for page in (1, 2, 3, 6, 1000):
-        got = list(store.iter_recipients(sessions, page=page))
-        assert [r.id for r in got] == expected, f"page={page}"
-    got = list(store.iter_recipients(sessions, page=3))
-    assert [r.email for r in got] == [f"r{i}@example.com" for i in (0, 2, 4, 7, 9, 10)]
-    assert got == sorted(got, key=lambda r: r.id)
-
-
-def test_iter_recipients_on_an_empty_list(sessions):
-    assert list(store.iter_recipients(sessions, page=3)) == []
-
-
 def test_count_by_status(sessions):
     for n, status in enumerate([Status.PENDING, Status.PENDING, Status.CONFIRMED]):
         _add(sessions, f"c{n}@example.com", status)

@@ -15,6 +15,8 @@ import html
 import json
 import re
 import secrets
+import socket
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -23,10 +25,14 @@ import httpx
 import itsdangerous.timed
 import pytest
 import redis
+import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from mailer.config import Settings
+from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
+from mailer.web import create_app
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber
 from tests.live_server import LiveServer, confirm_link, server_factory, text_part
@@ -155,6 +161,40 @@ def test_healthz(client: httpx.Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_the_app_takes_its_parts_from_the_runtime(settings: Settings, database_url: str) -> None:
+    """Parts are built in one place: the app shares the Runtime's store, signer and opt-in,
+    whose confirmation email goes through the Runtime's backend."""
+    rt = Runtime(settings.model_copy(update={"database_url": database_url}))
+    app = create_app(rt)
+    assert app.state.sessions is rt.sessions and app.state.signer is rt.signer
+    assert app.state.optin is rt.optin and rt.optin.send.backend is rt.backend
+    rt.close()
+
+
+def test_uvicorn_factory_serves_the_app_from_the_environment(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`uvicorn --factory mailer.web:from_environment`, as any ASGI server would run it."""
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config("mailer.web:from_environment", factory=True, log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(1000):
+            if server.started or not thread.is_alive():
+                break
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/healthz"
+        assert httpx.get(url).json() == {"status": "ok"}
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
 
 
 def test_subscribe_form_is_labelled_and_carries_a_csrf_token(client: httpx.Client) -> None:

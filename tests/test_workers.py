@@ -26,10 +26,10 @@ from mailer.runtime import Runtime
 from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
 from subscribers import store
 from subscribers.models import Status
+from testkit.processes import child_env
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import SAMPLE_POST
-from tests.processes import child_env
 from tests.redis_db import redis_url
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
 
 BROKER = redis_url()
 SECRET = "test-secret-for-worker-tests-long-enough"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from mailer.cli import Context, console
 from mailer.cli.send import explain_unsettled, follow_campaign, print_summary
 from mailer.cli.terminal import shown
-from mailer.sending import dispatch
+from mailer.sending import brake, dispatch, telemetry
 from mailer.store.ledger import Campaign
 
 
@@ -47,6 +47,8 @@ def list_(ctx: Context, limit: int) -> None:
 def show(ctx: Context, campaign_id: int, follow: bool) -> None:
     """Where a campaign stands: every recipient's state, counted."""
     p = dispatch.progress(ctx, campaign_id)
+    with ctx.sessions() as session:
+        brake_state = brake.describe(session, ctx.settings, campaign_id)
     table = Table(show_header=False)
     for label, value in (
         ("status", shown(p.status)),
@@ -60,6 +62,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
         ("started (UTC)", f"{p.started_at:%Y-%m-%d %H:%M:%S}" if p.started_at else ""),
         ("finished (UTC)", f"{p.finished_at:%Y-%m-%d %H:%M:%S}" if p.finished_at else ""),
         ("last error", shown(p.last_error)),
+        ("reputation brake", brake_state),
     ):
         table.add_row(label, value)
     console.print(table)
@@ -74,6 +77,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
 def pause(ctx: Context, campaign_id: int) -> None:
     """Stop handing out batches; batches in flight finish."""
     dispatch.pause(ctx, campaign_id)
+    telemetry.steered(campaign_id, "paused")
     console.print(
         f"Campaign {campaign_id} paused. `mailer campaigns resume {campaign_id}` goes on."
     )
@@ -81,12 +85,16 @@ def pause(ctx: Context, campaign_id: int) -> None:
 
 @campaigns.command()
 @click.argument("campaign_id", type=int)
+@click.option("--force", is_flag=True, help="Go on past the reputation brake.")
 @click.pass_obj
-def resume(ctx: Context, campaign_id: int) -> None:
+def resume(ctx: Context, campaign_id: int, force: bool) -> None:
     """Send what is still queued (never what was sent or is unknown)."""
     if ctx.settings.broker_url:
         dispatch.check_broker(ctx.settings.broker_url)
+    with ctx.sessions.begin() as session:
+        brake.release(session, campaign_id, force)
     in_flight = dispatch.resume(ctx, campaign_id, dispatch.make_queue(ctx))
+    telemetry.steered(campaign_id, "resumed")
     print_summary(ctx, campaign_id, in_flight=in_flight)
 
 
@@ -97,6 +105,7 @@ def resume(ctx: Context, campaign_id: int) -> None:
 def cancel(ctx: Context, campaign_id: int) -> None:
     """Stop a campaign for good."""
     dispatch.cancel(ctx, campaign_id)
+    telemetry.steered(campaign_id, "cancelled")
     console.print(f"Campaign {campaign_id} cancelled.")
 
 

@@ -83,8 +83,14 @@ def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:
     table.add_row(
         "Size",
         f"[{size_style}]{edition.size / 1000:.1f} KB[/] of Gmail's {CLIP_LIMIT / 1000:.0f} KB "
-        f"clip limit ({share:.0%})",
+        f"clip limit ({share:.0%})"
+        + (f", shortened from {edition.full_size / 1000:.1f} KB" if edition.moved else ""),
     )
+    if edition.moved:
+        titles = [printable(s.title or "(the rest)") for s in edition.moved]
+        more = [f"… and {len(titles) - 10} more"] if len(titles) > 10 else []
+        moved = Text("\n".join(titles[:10] + more))
+        table.add_row("On the web only", moved)
     table.add_row("Links", str(len(edition.links)))
     table.add_row("Images", str(len(edition.images)))
     table.add_row("Wrote", f"{shown(html_path)}\n{shown(text_path)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from mailer.cli import Context, console
@@ -27,6 +27,7 @@ from mailer.errors import ConfigError, MailerError
 from mailer.sending.batch import BatchResult, pause_with_error
 from mailer.sending.dispatch import (
     Progress,
+    campaign_of,
     check_broker,
     create_campaign,
     make_queue,
@@ -34,9 +35,9 @@ from mailer.sending.dispatch import (
     start,
     sweep,
 )
-from mailer.store.ledger import Delivery, DeliveryState
+from mailer.store.ledger import Campaign, CampaignState, Delivery, DeliveryState
+from subscribers import audience
 from subscribers.addresses import normalize
-from subscribers.models import Status, Subscriber, Suppression
 
 FOLLOW_INTERVAL = 1.0
 # Watching must not slow the send: counting a million-row ledger takes 0.1–0.2 s of the
@@ -103,7 +104,7 @@ def send(
         _send_test(ctx, edition, test_to)
         return
     if dry_run:
-        _dry_run(ctx, edition)
+        _dry_run(ctx, post, edition, again=again)
         return
     unsafe = settings.unsafe_local_defaults()
     if settings.backend != "outbox" and unsafe:
@@ -117,16 +118,7 @@ def send(
     inline = not settings.broker_url
     interrupted = campaign.status == "sending" and inline
     if not new and campaign.status != "draft" and not interrupted:
-        moment = campaign.finished_at or campaign.started_at or campaign.created_at
-        console.print(
-            f"{shown(post)} has campaign {campaign.id} already ({shown(campaign.status)}, "
-            f"{moment:%Y-%m-%d %H:%M} UTC): nothing to do; `mailer campaigns show {campaign.id}`"
-            + (
-                f"; `mailer send {shown(post)} --again` sends it to the readers it did not reach."
-                if campaign.status == "cancelled"
-                else "."
-            )
-        )
+        console.print(_has_campaign_already(post, campaign))
         return
     if at is not None and at > utcnow() and inline:
         _wait_until(at)  # no beat without a broker: this process keeps the appointment
@@ -312,19 +304,49 @@ def _wait_until(at: dt.datetime) -> None:
             time.sleep(min(left, 1.0))
 
 
-def _dry_run(ctx: Context, edition: Edition) -> None:
-    with ctx.sessions() as session:
-        audience = session.scalar(
-            select(func.count())
-            .select_from(Subscriber)
-            .where(
-                Subscriber.status == Status.CONFIRMED,
-                ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-            )
+def _has_campaign_already(post: Path, campaign: Campaign) -> str:
+    """Why sending ``post`` does nothing: it has ``campaign``, which is not a draft."""
+    if campaign.status == CampaignState.SCHEDULED and campaign.scheduled_at is not None:
+        when = f"for {campaign.scheduled_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        moment = campaign.finished_at or campaign.started_at or campaign.created_at
+        when = f"{moment:%Y-%m-%d %H:%M} UTC"
+    again = (
+        f"; `mailer send {shown(post)} --again` sends it to the readers it did not reach."
+        if campaign.status == CampaignState.CANCELLED
+        else "."
+    )
+    return (
+        f"{shown(post)} has campaign {campaign.id} already ({shown(campaign.status)}, {when}): "
+        f"nothing to do; `mailer campaigns show {campaign.id}`{again}"
+    )
+
+
+def _dry_run(ctx: Context, post: Path, edition: Edition, *, again: bool) -> None:
+    """What `mailer send POST` (with ``again``) would do now, doing none of it: the same
+    campaign it would find, and the audience by the rule the send fills its ledger by."""
+    campaign = campaign_of(ctx, edition.slug)
+    if campaign is not None and campaign.status == CampaignState.CANCELLED and again:
+        campaign = None  # a new campaign, to the readers the cancelled one did not reach
+    if (
+        campaign is not None
+        and campaign.status == CampaignState.SENDING
+        and not (ctx.settings.broker_url)
+    ):
+        queued = progress(ctx, campaign.id).queued
+        console.print(
+            f"Would go on with the interrupted send of campaign {campaign.id}: {queued:,} "
+            "still queued. Nothing was sent."
         )
-    batches = -(-audience // ctx.settings.batch_size)
+        return
+    if campaign is not None and campaign.status != CampaignState.DRAFT:
+        console.print(f"{_has_campaign_already(post, campaign)} Nothing was sent.")
+        return
+    with ctx.sessions() as session:
+        readers = audience.count(session, edition.slug, campaign.id if campaign else None)
+    batches = -(-readers // ctx.settings.batch_size)
     console.print(
-        f"Would send “{shown(edition.subject)}” ({edition.size / 1000:.1f} KB) to {audience:,} "
+        f"Would send “{shown(edition.subject)}” ({edition.size / 1000:.1f} KB) to {readers:,} "
         f"confirmed subscribers in {batches:,} batches through {ctx.settings.backend}. "
         "Nothing was sent."
     )

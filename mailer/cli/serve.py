@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import click
 import uvicorn
 
 from mailer.cli import Context, console
-from mailer.errors import ConfigError
+from mailer.config import refuse_local_defaults
 from mailer.web import create_app
 
 
@@ -19,13 +17,8 @@ from mailer.web import create_app
 def serve(ctx: Context, host: str, port: int) -> None:
     """Serve the web app with uvicorn."""
     settings = ctx.settings
-    unsafe = settings.unsafe_local_defaults()
-    if not _is_loopback(host) and unsafe:
-        raise ConfigError(
-            f"refusing to serve on {host} with local defaults for {', '.join(unsafe)}: "
-            "set them (a long random MAILER_SECRET_KEYS, your public MAILER_PUBLIC_URL)"
-        )
-    app = create_app(settings)
+    refuse_local_defaults(settings, web_app=True, host=host)
+    app = create_app(ctx)
     console.print(f"Serving {settings.publication_name} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(
         app,
@@ -36,13 +29,5 @@ def serve(ctx: Context, host: str, port: int) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies,
         log_level="info",
+        log_config=None,  # uvicorn's records go through MAILER_LOG_FORMAT's handler (mailer.logs)
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

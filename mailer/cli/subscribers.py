@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -15,12 +16,10 @@ from sqlalchemy import select
 
 from mailer.cli import Context, console
 from mailer.cli.terminal import printable, shown
-from mailer.content.render import Renderer
 from mailer.errors import MailerError
 from subscribers import store
 from subscribers.importer import import_csv
 from subscribers.models import Status, Subscriber
-from subscribers.optin import OptIn
 from subscribers.spreadsheet import as_text
 
 EXPORT_COLUMNS = ("email", "name", "status", "tags", "created_at", "confirmed_at", "source")
@@ -74,14 +73,10 @@ def add(
         console.print(f"{shown(email)} is already on the list ({shown(status_now)}).")
         return
     if pending and added is not None:
-        _optin(ctx).send_confirmation(added)
+        ctx.optin.send_confirmation(added)
         console.print(f"Added {shown(email)} (pending); confirmation email sent.")
     else:
         console.print(f"Added {shown(email)} (confirmed).")
-
-
-def _optin(ctx: Context) -> OptIn:
-    return OptIn(ctx.settings, ctx.sessions, ctx.signer, ctx.backend, Renderer(ctx.settings))
 
 
 @subscribers.command("import")
@@ -94,7 +89,7 @@ def _optin(ctx: Context) -> OptIn:
     "--errors",
     "errors_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write every bad row (line, reason) to this CSV file.",
+    help="Where every bad row (line, reason) goes, if there is one (FILE.errors.csv).",
 )
 @click.pass_obj
 def import_(
@@ -106,12 +101,17 @@ def import_(
     pending: bool,
     errors_file: Path | None,
 ) -> None:
-    """Import subscribers from a CSV FILE with an 'email' column (and 'name', 'tags')."""
+    """Import subscribers from a CSV FILE: an export of Mailchimp, Substack, Buttondown or
+    listmonk (recognised by its header), or any file with an 'email' column (and 'name',
+    'tags'), comma-, semicolon- or tab-separated. Rows the old tool marks as unsubscribed,
+    cleaned or blocked are suppressed, never added.
+
+    Example: mailer subscribers import members_export.csv --consent-source "Mailchimp list"
+    """
     consent = store.Consent(source=consent_source, text=consent_text)
     status = Status.PENDING if pending else Status.CONFIRMED
-    errors_out: TextIO | None = (
-        errors_file.open("w", newline="", encoding="utf-8") if errors_file else None
-    )
+    errors_path = errors_file or file.with_name(f"{file.stem}.errors.csv")
+    errors_out = _OnFirstWrite(errors_path)
     columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
     try:
         with Progress("Importing", *columns, console=console, transient=True) as progress:
@@ -126,8 +126,7 @@ def import_(
                 errors_to=errors_out,
             )
     finally:
-        if errors_out is not None:
-            errors_out.close()
+        errors_out.close()
     table = Table(title=f"Import of {shown(file)}", show_header=False)
     for label, value in (
         ("rows read", report.rows),
@@ -138,12 +137,42 @@ def import_(
         ("bad rows, skipped", report.bad),
     ):
         table.add_row(label, f"{value:,}")
+    if report.gone:
+        table.add_row("left the old tool: suppressed", f"{report.gone:,}")
+    if report.taken_off:
+        table.add_row("taken off the list by those", f"{report.taken_off:,}")
     console.print(table)
-    for line, reason in report.problems[:20]:
+    for line, reason in report.problems[:SHOWN_PROBLEMS]:
         console.print(f"  line {line}: {shown(reason)}")
-    if report.bad > 20:
-        where = f"all of them are in {errors_file}" if errors_file else "use --errors FILE for all"
-        console.print(f"  … and {report.bad - 20:,} more bad rows ({shown(where)})")
+    if report.bad:
+        hidden = report.bad - SHOWN_PROBLEMS
+        more = f"… and {hidden:,} more; " if hidden > 0 else ""
+        console.print(f"  {more}every bad row is in {shown(errors_path)}")
+    console.print(f"Read as {shown(report.mapping)}.")
+
+
+SHOWN_PROBLEMS = 5  # bad rows shown on the terminal; the errors file has every one
+
+
+class _OnFirstWrite:
+    """The errors file, created only when there is a bad row to write into it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        if self.file is None:
+            try:
+                self.file = self.path.open("w", newline="", encoding="utf-8")
+            except OSError as exc:
+                why = exc.strerror
+                raise MailerError(f"{self.path}: cannot write the bad rows ({why})") from exc
+        return self.file.write(text)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 @subscribers.command()
@@ -187,7 +216,7 @@ def export(ctx: Context, status: str | None, out: Path | None, raw: bool) -> Non
             target.close()
 
 
-def _pages(ctx: Context, status: str | None, page: int = 1000):
+def _pages(ctx: Context, status: str | None, page: int = 1000) -> Iterator[Subscriber]:
     last_id = 0
     while True:
         query = (

@@ -2,12 +2,13 @@
 
 The HTML and text carry two placeholders that the send fills per reader (the
 unsubscribe link and the view-in-browser link), so one render serves a whole
-campaign and what was previewed is what is sent.
+campaign and what was previewed is what is sent. A post too long for Gmail's clip is
+emailed shortened (``shorten.py``); its whole HTML is then kept as the web version.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from html import escape
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ __all__ = [
     "Finding",
     "Image",
     "Link",
+    "WebSection",
 ]
 
 UNSUBSCRIBE_PLACEHOLDER = "%%unsubscribe_url%%"
@@ -51,6 +53,14 @@ class Image:
 
 
 @dataclass(frozen=True)
+class WebSection:
+    """A section of a shortened email that readers find only on the web."""
+
+    title: str
+    anchor: str  # the id of its heading in the web version
+
+
+@dataclass(frozen=True)
 class Edition:
     slug: str
     title: str
@@ -64,11 +74,23 @@ class Edition:
     images: tuple[Image, ...] = field(default=())
     # What rendering itself changed or noticed (raw HTML cleaned, unsafe links dropped).
     findings: tuple[Finding, ...] = field(default=())
+    # A shortened email: the whole post's HTML, for the web, and the sections only there.
+    web_html: str = ""
+    moved: tuple[WebSection, ...] = field(default=())
 
     @property
     def size(self) -> int:
         """Size of the HTML part in bytes: what Gmail measures before clipping."""
         return len(self.html.encode("utf-8"))
+
+    @property
+    def full_size(self) -> int:
+        """Size of the whole post's HTML, as it would be emailed unshortened."""
+        return len((self.web_html or self.html).encode("utf-8"))
+
+    def for_web(self) -> Edition:
+        """The web version: the whole post, even when the email was shortened."""
+        return replace(self, html=self.web_html or self.html, web_html="", moved=())
 
     def personalize(self, *, unsubscribe_url: str, view_url: str) -> tuple[str, str]:
         """The HTML and text one reader gets, with that reader's links filled in."""
@@ -91,5 +113,6 @@ class Edition:
                 "links": tuple(Link(**link) for link in data.get("links", ())),
                 "images": tuple(Image(**image) for image in data.get("images", ())),
                 "findings": tuple(Finding(**found) for found in data.get("findings", ())),
+                "moved": tuple(WebSection(**moved) for moved in data.get("moved", ())),
             }
         )

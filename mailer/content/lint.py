@@ -31,6 +31,16 @@ def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list
     findings = _check_post(post) if post else []
     findings.extend(edition.findings)
     size = edition.size
+    if edition.moved:
+        named = [f"“{s.title}”" for s in edition.moved if s.title]
+        more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+        titles = ", ".join(named[:5]) + more if named else "its end"
+        message = (
+            f"too long for Gmail's {CLIP_LIMIT // 1000} KB clip once links are tracked: the "
+            f"email is shortened from {edition.full_size / 1000:.0f} KB to {size / 1000:.0f} KB "
+            f"and continues on the web with {titles}"
+        )
+        findings.append(Finding("warning", "shortened", message))
     if size > CLIP_LIMIT:
         findings.append(
             Finding(
@@ -40,12 +50,12 @@ def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list
                 f"{CLIP_LIMIT / 1000:.0f} KB: shorten the post or move parts to the web",
             )
         )
-    elif size > CLIP_LIMIT * 0.9:
+    elif size > CLIP_LIMIT * 0.9 and not edition.moved:
         message = f"the HTML is {size / 1000:.0f} KB, close to Gmail's {CLIP_LIMIT // 1000} KB clip"
         findings.append(Finding("warning", "near-clip", message))
 
     scanner = _Scanner()
-    scanner.feed(edition.html)
+    scanner.feed(edition.web_html or edition.html)  # the sections moved to the web too
     scanner.close()
     for href in scanner.hrefs:
         findings.extend(_check_link(href))
@@ -94,7 +104,8 @@ def _check_header_text(edition: Edition) -> list[Finding]:
 
 
 def _check_link(href: str) -> list[Finding]:
-    if href in _PLACEHOLDERS or href.startswith("mailto:"):
+    # The web version, maybe at a section ("continue reading"), is filled in at the send.
+    if href.partition("#")[0] in _PLACEHOLDERS or href.startswith("mailto:"):
         return []
     scheme = urlsplit(href).scheme.lower()
     if scheme in ("javascript", "vbscript", "data"):

@@ -1,9 +1,11 @@
 """Markdown to the blocks of an email: styled HTML, images and dividers, with absolute URLs.
 
 The post is parsed once with markdown-it-py (CommonMark, tables, strikethrough,
-footnotes, linkify). ``to_blocks`` then prepares the tokens for email: inline
-styles from the theme, every URL made absolute, unsafe links dropped, raw HTML
-sanitized. The same tokens feed the plain-text part (``plaintext.py``).
+footnotes, linkify, ``{width=…}`` after an image, an id on each ``#``/``##`` heading).
+``to_blocks`` then prepares the tokens for email: inline styles from the theme, every
+URL made absolute, unsafe links dropped, raw HTML sanitized. ``sections`` splits the
+body at its ``#``/``##`` headings, where a long email may be cut (``shorten.py``).
+The same tokens feed the plain-text part (``plaintext.py``).
 """
 
 from __future__ import annotations
@@ -18,24 +20,41 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markdown_it.utils import EnvType
 from markupsafe import Markup
+from mdit_py_plugins.anchors import anchors_plugin
+from mdit_py_plugins.attrs import attrs_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
 from mailer.content.edition import Finding
 from mailer.content.sanitize import clean_html, is_safe_url, unsafe_parts
 
-__all__ = ["Block", "EmailMarkdown", "Parsed", "inline_text"]
+__all__ = ["Block", "EmailMarkdown", "Parsed", "Section", "inline_text"]
+
+# The levels of heading that start a section, with an id the web version links to.
+SECTION_LEVELS = ("h1", "h2")
 
 
 @dataclass
 class Block:
     """One piece of the email body, as the template lays it out."""
 
-    kind: Literal["html", "image", "divider"]
+    kind: Literal["html", "image"]
     html: str = ""  # Markup: already sanitized
     src: str = ""
+    source: str = ""  # the image's address as the post writes it (maybe a file beside it)
     alt: str = ""
     href: str = ""
     title: str = ""
+    width: int | None = None  # pixels, from ``{width=…}``; ``images.py`` may fill it in
+    height: int | None = None
+
+
+@dataclass
+class Section:
+    """A run of top-level blocks, from one ``#``/``##`` heading to the next (or the start)."""
+
+    title: str  # the heading's words; "" for what comes before the first heading
+    anchor: str  # the heading's id; "" for what comes before the first heading
+    groups: list[list[Token]]
 
 
 @dataclass
@@ -74,6 +93,9 @@ class EmailMarkdown:
             MarkdownIt("commonmark", {"linkify": True, "html": True})
             .enable(["table", "strikethrough", "linkify"])
             .use(footnote_plugin)
+            # ![QR code](qr.png){width=240}: the only attributes a post may set.
+            .use(attrs_plugin, after=("image",), allowed=("width", "height"))
+            .use(anchors_plugin, min_level=1, max_level=int(SECTION_LEVELS[-1][1]))
         )
         # Unsafe links are kept by the parser so that to_blocks can report and drop them.
         self.md.validateLink = lambda url: True
@@ -89,21 +111,33 @@ class EmailMarkdown:
             self._prepare(token, line, parsed)
         return parsed
 
-    def to_blocks(self, parsed: Parsed) -> list[Block]:
-        """Lay out the body as email blocks: runs of styled HTML, lone images, dividers."""
-        blocks: list[Block] = []
-        pending: list[Token] = []
+    def sections(self, parsed: Parsed) -> list[Section]:
+        """The body's top-level blocks, split before each ``#``/``##`` heading."""
+        sections = [Section("", "", [])]
         for group in _top_level(parsed.tokens):
+            head = group[0]
+            if head.type == "heading_open" and head.tag in SECTION_LEVELS:
+                anchor = str(head.attrGet("id") or "")
+                sections.append(Section(inline_text(group[1]).strip(), anchor, []))
+            sections[-1].groups.append(group)
+        return [s for s in sections if s.groups]
+
+    def to_blocks(self, parsed: Parsed, groups: list[list[Token]] | None = None) -> list[Block]:
+        """Lay out the body (or ``groups`` of its top-level tokens) as email blocks: runs of
+        styled HTML, dividers included, and lone images."""
+        blocks: list[Block] = []
+        pending: list[str] = []
+        for group in _top_level(parsed.tokens) if groups is None else groups:
             single = _lone_image(group)
-            if group[0].type == "hr" or single is not None:
-                if pending:
-                    blocks.append(self._html_block(pending, parsed))
-                    pending = []
-                blocks.append(single or Block("divider"))
-            else:
-                pending.extend(group)
+            if single is None:
+                pending.append(self._group_html(group, parsed))
+                continue
+            if pending:
+                blocks.append(Block("html", html=Markup("".join(pending))))
+                pending = []
+            blocks.append(single)
         if pending:
-            blocks.append(self._html_block(pending, parsed))
+            blocks.append(Block("html", html=Markup("".join(pending))))
         return blocks
 
     def _prepare(self, token: Token, line: int | None, parsed: Parsed) -> None:
@@ -114,6 +148,7 @@ class EmailMarkdown:
                 continue
             url = str(url)
             if is_safe_url(url):
+                token.meta[f"written_{attr}"] = url
                 token.attrSet(attr, parsed.resolve(url))
             else:
                 scheme = urlsplit(url.strip()).scheme.lower()
@@ -126,7 +161,8 @@ class EmailMarkdown:
                 own = str(token.attrGet("style") or "")  # table alignment
                 token.attrSet("style", style + own)
 
-    def _html_block(self, tokens: list[Token], parsed: Parsed) -> Block:
+    def _group_html(self, tokens: list[Token], parsed: Parsed) -> str:
+        """One top-level block as HTML; sanitized if it holds raw HTML."""
         html = self.md.renderer.render(tokens, self.md.options, parsed.env)
         raw = [
             (t, line) for t, line in _walk(tokens, parsed.first_line) if t.type.startswith("html_")
@@ -138,19 +174,27 @@ class EmailMarkdown:
                     message = "raw HTML cleaned: removed " + ", ".join(removed)
                     parsed.findings.append(Finding("warning", "raw-html", message, line))
             html = clean_html(html, parsed.resolve)
-        return Block("html", html=Markup(html))
+        return html
 
 
 def _email_rules(styles: dict[str, str]) -> dict[str, Callable[..., str]]:
     """Render rules for what email needs unlike a web page: styled code, footnotes that
-    do not rely on in-page anchors (most clients drop them)."""
+    do not rely on in-page anchors (most clients drop them), a divider drawn as MJML draws
+    one (a bordered paragraph, which Outlook shows), a table that scrolls in its own box
+    rather than breaking its words to fit a phone."""
     pre, pre_code = styles.get("pre", ""), styles.get("pre_code", "")
     sup, li = styles.get("sup", ""), styles.get("li", "")
     hr, ol = styles.get("hr", ""), styles.get("ol", "")
+    rule = styles.get("rule", "border-top:solid 1px #e5e7eb;font-size:1px;margin:0;")
+    rule_box = styles.get("rule_box", "padding:4px 0 8px;")
+    table_box = styles.get("table_box", "overflow-x:auto;")
 
     def code(_renderer: Any, tokens: Sequence[Token], idx: int, *_: Any) -> str:
         content = escape(tokens[idx].content)
         return f'<pre style="{pre}"><code style="{pre_code}">{content}</code></pre>\n'
+
+    def table_open(renderer: Any, tokens: Sequence[Token], idx: int, *rest: Any) -> str:
+        return f'<div style="{table_box}">' + renderer.renderToken(tokens, idx, *rest)
 
     def footnote_ref(_renderer: Any, tokens: Sequence[Token], idx: int, *_: Any) -> str:
         return f'<sup style="{sup}">[{tokens[idx].meta["id"] + 1}]</sup>'
@@ -159,6 +203,9 @@ def _email_rules(styles: dict[str, str]) -> dict[str, Callable[..., str]]:
         "fence": code,
         "code_block": code,
         "footnote_ref": footnote_ref,
+        "hr": lambda *_: f'<div class="rule" style="{rule_box}"><p style="{rule}"></p></div>\n',
+        "table_open": table_open,
+        "table_close": lambda *_: "</table></div>\n",
         "footnote_block_open": lambda *_: f'<hr style="{hr}">\n<ol style="{ol}font-size:14px;">\n',
         "footnote_block_close": lambda *_: "</ol>\n",
         "footnote_open": lambda *_: f'<li style="{li}">',
@@ -205,7 +252,16 @@ def _lone_image(group: list[Token]) -> Block | None:
     return Block(
         "image",
         src=str(image.attrGet("src") or ""),
+        source=str(image.meta.get("written_src", "")),
         alt=image.content,
         href=href,
         title=str(image.attrGet("title") or ""),
+        width=_pixels(image.attrGet("width")),
+        height=_pixels(image.attrGet("height")),
     )
+
+
+def _pixels(value: str | int | float | None) -> int | None:
+    """``240`` or ``240px``: a size in pixels; anything else (``50%``) is no size."""
+    text = str(value or "").strip().removesuffix("px")
+    return int(text) if text.isdigit() and 0 < int(text) <= 10_000 else None

@@ -2,7 +2,8 @@
 
 A ``Renderer`` holds what is costly to build (the Markdown parser, the templates,
 the theme) so that rendering a post is cheap; the three stages are separate
-methods so the benchmark can time each.
+methods so the benchmark can time each. A post whose email would be clipped by Gmail
+is rendered again, shortened (``shorten.py``).
 """
 
 from __future__ import annotations
@@ -10,20 +11,30 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import unescape
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import mjml
 from markupsafe import Markup
 
 from mailer.config import Publication, Settings
-from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Image, Link
+from mailer.content.edition import (
+    UNSUBSCRIBE_PLACEHOLDER,
+    VIEW_PLACEHOLDER,
+    Edition,
+    Image,
+    Link,
+    WebSection,
+)
+from mailer.content.images import ImageSizes
 from mailer.content.language import detect_lang
-from mailer.content.markdown import Block, EmailMarkdown, Parsed
+from mailer.content.lean import lean
+from mailer.content.markdown import Block, EmailMarkdown, Parsed, Section
 from mailer.content.plaintext import to_text, underline
 from mailer.content.post import Post
 from mailer.content.preheader import PADDING, choose_preheader
+from mailer.content.shorten import BUDGET, Cut, delivered_size, shorten
 from mailer.content.templating import Templates
 from mailer.errors import TemplateError
 
@@ -42,6 +53,7 @@ class Body:
 
     post: Post
     parsed: Parsed
+    sections: list[Section]
     blocks: list[Block]
     text: str
     lang: str
@@ -49,17 +61,33 @@ class Body:
 
 
 class Renderer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, image_sizes: ImageSizes | None = None, budget: int = BUDGET
+    ) -> None:
         self.settings = settings
         self.publication = Publication.of(settings)
         self.templates = Templates(settings.templates_dir)
         self.theme = self.templates.theme()
         self.markdown = EmailMarkdown(self.theme.get("styles", {}))
+        self.images = image_sizes or ImageSizes(settings.data_dir / "image-sizes.json")
+        self.budget = budget  # bytes of HTML a reader may get (shorten.py)
 
     def render(self, post: Post) -> Edition:
         body = self.prepare(post)
         mjml_source, context = self.template(body)
-        return self.finish(body, context, self.compile(mjml_source, post.path))
+        edition = self.finish(body, context, self.compile(mjml_source, post.path))
+        if self._delivered_size(edition.html, post) <= self.budget:
+            return edition
+        tried: list[tuple[Cut, str]] = []  # the chosen cut's HTML is not made twice
+
+        def size_of(cut: Cut) -> int:
+            tried.append((cut, self._cut(body, cut)))
+            return self._delivered_size(tried[-1][1], post)
+
+        cut = shorten(body.sections, size_of, self.budget)
+        html = next((h for c, h in tried if c is cut), None) or self._cut(body, cut)
+        moved = tuple(WebSection(s.title, s.anchor) for s in cut.moved)
+        return replace(edition, html=html, web_html=edition.html, moved=moved)
 
     def post_url(self, post: Post) -> str:
         if post.canonical_url:
@@ -71,13 +99,47 @@ class Renderer:
     def prepare(self, post: Post) -> Body:
         post_url = self.post_url(post)
         parsed = self.markdown.parse(post.body, post_url, post.body_line)
-        blocks = self.markdown.to_blocks(parsed)
+        sections = self.markdown.sections(parsed)
+        blocks = self._blocks(parsed, post)
         text = to_text(parsed)
         lang = post.lang or self.settings.lang or detect_lang(_URL.sub(" ", post.body))
-        return Body(post, parsed, blocks, text, lang, post_url)
+        return Body(post, parsed, sections, blocks, text, lang, post_url)
+
+    def _blocks(self, parsed: Parsed, post: Post, cut: Cut | None = None) -> list[Block]:
+        """The email's blocks, each image at the width it should have."""
+        blocks = self.markdown.to_blocks(parsed, None if cut is None else cut.groups)
+        self.images.fit(blocks, post.path.parent, self._column_width())
+        return blocks
+
+    def _column_width(self) -> int:
+        """Pixels an image of the body may take: the email's width less the text's padding."""
+        width = str(self.theme.get("sizes", {}).get("width", "600px")).removesuffix("px")
+        return int(width) - 2 * 28 if width.isdigit() else 544
+
+    def _cut(self, body: Body, cut: Cut) -> str:
+        """The HTML of the email shortened to ``cut``, with its "continue reading" link."""
+        blocks = self._blocks(body.parsed, body.post, cut)
+        continued = {
+            "url": Markup(
+                VIEW_PLACEHOLDER + ("#" + quote(cut.anchor, safe="") if cut.anchor else "")
+            ),
+            "titles": [s.title for s in cut.moved if s.title],
+        }
+        source, _context = self.template(body, blocks, continued)
+        return self.compile(source, body.post.path)
+
+    def _delivered_size(self, html: str, post: Post) -> int:
+        return delivered_size(html, self.settings.public_url, post.slug)
 
     # Stage 2: Jinja2 templates.
-    def template(self, body: Body) -> tuple[str, dict[str, object]]:
+    def template(
+        self,
+        body: Body,
+        blocks: list[Block] | None = None,
+        continued: dict[str, object] | None = None,
+    ) -> tuple[str, dict[str, object]]:
+        """The MJML of the email: of the whole body, or of ``blocks`` ending with a link to
+        ``continued`` on the web."""
         post = body.post
         strings = self.templates.strings(body.lang)
         context: dict[str, object] = {
@@ -88,7 +150,8 @@ class Renderer:
             "preheader": choose_preheader(post.preheader, body.parsed),
             "preheader_padding": PADDING,
             "lang": body.lang,
-            "blocks": body.blocks,
+            "blocks": body.blocks if blocks is None else blocks,
+            "continued": continued,
             "body": body.text,
             "theme": self.theme,
             "font_stack": self._font_stack(body.lang),
@@ -102,13 +165,14 @@ class Renderer:
 
     # Stage 3: MJML.
     def compile(self, mjml_source: str, made_for: object) -> str:
-        """HTML from MJML; ``made_for`` (a post's path, a template) names the culprit."""
+        """Lean HTML from MJML; ``made_for`` (a post's path, a template) names the culprit."""
         font_url = self.settings.font_url
         fonts = {self.settings.font_family: font_url} if font_url else {}
         try:
-            return mjml.mjml2html(mjml_source, disable_comments=True, fonts=fonts)
+            html = mjml.mjml2html(mjml_source, disable_comments=True, fonts=fonts)
         except ValueError as exc:
             raise TemplateError(f"the templates made invalid MJML for {made_for}: {exc}") from exc
+        return lean(html)
 
     def render_notice(self, name: str, lang: str, **context: object) -> tuple[str, str]:
         """A short service email (the confirmation, say) from ``email/<name>.mjml`` and ``.txt``,

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from mailer.config import MIN_SECRET_BYTES, Settings
+from mailer.config import Settings, refuse_local_defaults
 from mailer.delivery.message import Batch
-from mailer.errors import ConfigError
 
 __all__ = ["POLICY_REFUSAL", "Backend", "Outcome", "make_backend"]
 
@@ -54,25 +53,30 @@ class Backend(Protocol):
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend ``MAILER_BACKEND`` names; a real one refuses the published local secret
-    or a short one, with which anyone could forge every reader's unsubscribe and tracking
-    links."""
-    if settings.backend != "outbox" and "MAILER_SECRET_KEYS" in settings.unsafe_local_defaults():
-        raise ConfigError(
-            f"MAILER_SECRET_KEYS is the published local default or shorter than "
-            f"{MIN_SECRET_BYTES} bytes: set a secret from `mailer secret` before sending "
-            f"through {settings.backend}"
-        )
+    """The backend ``MAILER_BACKEND`` names; a real one refuses the local defaults that
+    ``refuse_local_defaults`` names (a weak secret lets anyone forge readers' links)."""
+    refuse_local_defaults(settings)
+    from mailer.delivery.alignment import check_identity
+    from mailer.delivery.identity import Identity
+
+    check_identity(settings)  # a freemail From is refused; misalignment is warned of
+    identity = Identity.of(settings)
     if settings.backend == "sendgrid":
         from mailer.delivery.sendgrid import SendGridBackend
 
         return SendGridBackend(
-            settings.sendgrid_api_key, settings.sendgrid_host, settings.delivery_timeout
+            settings.sendgrid_api_key, settings.sendgrid_host, settings.delivery_timeout, identity
         )
     if settings.backend == "smtp":
-        from mailer.delivery.smtp import DkimKey, SmtpBackend
+        from mailer.delivery.dkim import dkim_key
+        from mailer.delivery.smtp import SmtpBackend
 
-        key = settings.dkim_private_key_file
+        verp = None
+        if settings.bounce_domain:
+            from mailer.bounces.verp import Verp
+            from mailer.tokens import Signer
+
+            verp = Verp(Signer(settings.secret_keys), settings.bounce_domain)
         return SmtpBackend(
             settings.smtp_host,
             settings.smtp_port,
@@ -80,8 +84,10 @@ def make_backend(settings: Settings) -> Backend:
             settings.smtp_username,
             settings.smtp_password,
             settings.delivery_timeout,
-            DkimKey(key, settings.dkim_selector, settings.dkim_domain) if key else None,
+            dkim_key(settings),
+            verp,
+            identity,
         )
     from mailer.delivery.outbox import OutboxBackend
 
-    return OutboxBackend(settings.outbox_dir)
+    return OutboxBackend(settings.outbox_dir, identity)

@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from html import escape
 
 from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
+from mailer.delivery.identity import Identity
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.headers import check_header_text
 
@@ -32,6 +33,7 @@ __all__ = [
     "Envelope",
     "Sender",
     "check_batch",
+    "feedback_headers",
     "list_headers",
     "reader_name",
     "to_bytes",
@@ -135,21 +137,31 @@ def without_unsafe_readers(batch: Batch) -> tuple[Batch, dict[str, str]]:
     return dataclasses.replace(batch, envelopes=safe), refused
 
 
-def list_headers(batch: Batch, envelope: Envelope) -> dict[str, str]:
-    """RFC 2369 / RFC 8058 headers: one-click unsubscribe for this reader."""
+def list_headers(
+    batch: Batch, envelope: Envelope, identity: Identity | None = None
+) -> dict[str, str]:
+    """The headers of list mail (a copy with an unsubscribe link; a confirmation is not):
+    RFC 2919's ``List-Id``, and RFC 2369 / RFC 8058 one-click unsubscribe for this reader."""
     if not envelope.unsubscribe_url:
         return {}
     targets = [f"<{envelope.unsubscribe_url}>"]
     if batch.unsubscribe_mailto:
         targets.append(f"<mailto:{batch.unsubscribe_mailto}?subject=unsubscribe>")
-    return {
+    headers = {"List-Id": identity.list_id_header()} if identity else {}
+    return headers | {
         "List-Unsubscribe": ", ".join(targets),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
 
 
-def to_mime(batch: Batch, envelope: Envelope) -> EmailMessage:
-    """The complete message one reader gets: multipart/alternative, text first.
+def feedback_headers(batch: Batch, identity: Identity | None) -> dict[str, str]:
+    """Gmail's ``Feedback-ID``, the same for every copy in ``batch`` (campaign, not reader)."""
+    return {"Feedback-ID": identity.feedback_id(batch.category)} if identity else {}
+
+
+def to_mime(batch: Batch, envelope: Envelope, identity: Identity | None = None) -> EmailMessage:
+    """The complete message one reader gets: multipart/alternative, text first; with
+    ``identity``, also ``Reply-To`` (when set), ``List-Id`` and ``Feedback-ID``.
 
     Raises ``UnsafeHeaderValue`` for header text that could change the message's structure.
     """
@@ -161,16 +173,19 @@ def to_mime(batch: Batch, envelope: Envelope) -> EmailMessage:
     message["Subject"] = subject
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = batch.message_id(envelope)
-    for name, value in list_headers(batch, envelope).items():
+    if identity and identity.reply_to:
+        message["Reply-To"] = Address(addr_spec=identity.reply_to)
+    headers = list_headers(batch, envelope, identity) | feedback_headers(batch, identity)
+    for name, value in headers.items():
         message[name] = value
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     return message
 
 
-def to_bytes(batch: Batch, envelope: Envelope) -> bytes:
+def to_bytes(batch: Batch, envelope: Envelope, identity: Identity | None = None) -> bytes:
     """The message as it goes on the wire (CRLF line ends), its header block verified."""
-    message = to_mime(batch, envelope)
+    message = to_mime(batch, envelope, identity)
     data = message.as_bytes()
     verify_header_block(data, message.keys())
     return data

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from mailer.delivery import Outcome
+from mailer.delivery.identity import Identity
 from mailer.delivery.message import Batch, check_batch, to_bytes
 from mailer.errors import UnsafeHeaderValue
 
@@ -20,8 +21,9 @@ __all__ = ["OutboxBackend"]
 class OutboxBackend:
     name = "outbox"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, identity: Identity | None = None) -> None:
         self.folder = folder
+        self.identity = identity
 
     def send(self, batch: Batch) -> list[Outcome]:
         check_batch(batch)
@@ -29,7 +31,7 @@ class OutboxBackend:
         outcomes = []
         for envelope in batch.envelopes:
             try:
-                data = to_bytes(batch, envelope)
+                data = to_bytes(batch, envelope, self.identity)
             except UnsafeHeaderValue as exc:
                 outcomes.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
                 continue

@@ -20,9 +20,11 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
 from mailer.delivery import Outcome
+from mailer.delivery.identity import Identity
 from mailer.delivery.message import (
     Batch,
     check_batch,
+    feedback_headers,
     list_headers,
     reader_name,
     without_unsafe_readers,
@@ -41,8 +43,10 @@ _NOT_IN_NAMES = re.compile(r"[,;]+")
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
-def build_request(batch: Batch) -> dict[str, Any]:
-    """The Mail Send request body for ``batch`` (valid against SendGrid's schema).
+def build_request(batch: Batch, identity: Identity | None = None) -> dict[str, Any]:
+    """The Mail Send request body for ``batch`` (valid against SendGrid's schema), with
+    ``identity``'s headers: ``List-Id`` beside each reader's list headers, ``Feedback-ID``
+    once for all, ``Reply-To`` as SendGrid's own field (it refuses it among headers).
 
     Raises ``PermanentDeliveryError`` for an unsafe subject or sender name and
     ``UnsafeHeaderValue`` for an unsafe reader's name (``SendGridBackend.send`` leaves
@@ -64,7 +68,7 @@ def build_request(batch: Batch) -> dict[str, Any]:
         substitutions = envelope.substitutions()
         if substitutions:
             personalization["substitutions"] = substitutions
-        headers = list_headers(batch, envelope)
+        headers = list_headers(batch, envelope, identity)
         if headers:
             personalization["headers"] = headers
         personalizations.append(personalization)
@@ -87,15 +91,23 @@ def build_request(batch: Batch) -> dict[str, Any]:
     }
     if batch.category:
         body["categories"] = [batch.category[:255]]
+    shared = feedback_headers(batch, identity)
+    if shared:
+        body["headers"] = shared
+    if identity and identity.reply_to:
+        body["reply_to"] = {"email": identity.reply_to}
     return body
 
 
 class SendGridBackend:
     name = "sendgrid"
 
-    def __init__(self, api_key: str, host: str, timeout: float) -> None:
+    def __init__(
+        self, api_key: str, host: str, timeout: float, identity: Identity | None = None
+    ) -> None:
         if not api_key:
             raise ConfigError("MAILER_BACKEND=sendgrid needs MAILER_SENDGRID_API_KEY")
+        self.identity = identity
         self.client = SendGridAPIClient(api_key=api_key, host=host)
         self.client.client.timeout = timeout
 
@@ -106,7 +118,7 @@ class SendGridBackend:
         if not batch.envelopes:
             return refused  # nothing to ask SendGrid for
         try:
-            response = self.client.send(build_request(batch))
+            response = self.client.send(build_request(batch, self.identity))
         except http_errors.HTTPError as exc:
             raise _translate(exc) from exc
         except urllib.error.URLError as exc:

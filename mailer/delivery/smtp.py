@@ -2,12 +2,13 @@
 
 Each reader gets the same message an outbox file holds (multipart/alternative,
 text first, list headers, a unique Message-ID), DKIM-signed with ``dkimpy`` when a
-key is configured. What the server answers about one reader (to RCPT TO, or to
-the message, which has that reader alone) is about that reader only: "later" (4xx)
-defers them, "never" (5xx) fails them, and a 5.1.x "no such address" is a hard
-bounce. What it answers about us (421 "closing", our sender refused) ends the batch:
-what went out is recorded, the rest go back to the queue. Losing the connection
-mid-message makes that message ``unknown``.
+key is configured, and sent from its own envelope sender when a bounce domain is
+(VERP, ``mailer.bounces.verp``), so that a bounce names the copy it is about. What the
+server answers about one reader (to RCPT TO, or to the message, which has that reader
+alone) is about that reader only: "later" (4xx) defers them, "never" (5xx) fails them,
+and a 5.1.x "no such address" is a hard bounce. What it answers about us (421
+"closing", our sender refused) ends the batch: what went out is recorded, the rest go
+back to the queue. Losing the connection mid-message makes that message ``unknown``.
 """
 
 from __future__ import annotations
@@ -15,43 +16,15 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from pathlib import Path
 
-import dkim
-
+from mailer.bounces.verp import Verp
 from mailer.delivery import POLICY_REFUSAL, Outcome
+from mailer.delivery.dkim import DkimKey
+from mailer.delivery.identity import Identity
 from mailer.delivery.message import Batch, check_batch, to_bytes
 from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
 
-__all__ = ["DkimKey", "SmtpBackend"]
-
-
-class DkimKey:
-    def __init__(self, private_key_file: Path, selector: str, domain: str) -> None:
-        """Reads the key and signs a test message with it, so that a key that does not
-        parse is a setting error before a campaign starts, not a failure mid-send."""
-        setting = f"MAILER_DKIM_PRIVATE_KEY_FILE={private_key_file}"
-        try:
-            self.key = private_key_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{setting}: {exc.strerror}") from exc
-        if not domain:
-            raise ConfigError("MAILER_DKIM_PRIVATE_KEY_FILE is set: set MAILER_DKIM_DOMAIN too")
-        self.selector = selector.encode()
-        self.domain = domain.encode()
-        try:
-            self.sign(b"From: check@example.org\r\nSubject: check\r\n\r\ncheck\r\n")
-        except dkim.DKIMException as exc:
-            problem = " ".join(str(exc).split())  # dkimpy's messages span lines
-            raise ConfigError(
-                f"{setting}: not a private key dkimpy can sign with (an unencrypted RSA key "
-                f"in PEM, PKCS#1 or PKCS#8): {problem}"
-            ) from exc
-
-    def sign(self, message: bytes) -> bytes:
-        headers = [b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
-                   b"list-unsubscribe-post", b"mime-version", b"content-type"]  # fmt: skip
-        return dkim.sign(message, self.selector, self.domain, self.key, include_headers=headers)
+__all__ = ["SmtpBackend"]
 
 
 class SmtpBackend:
@@ -66,6 +39,8 @@ class SmtpBackend:
         password: str = "",
         timeout: float = 30.0,
         dkim_key: DkimKey | None = None,
+        verp: Verp | None = None,
+        identity: Identity | None = None,
     ) -> None:
         if username and not password:
             raise ConfigError("MAILER_SMTP_USERNAME is set: set MAILER_SMTP_PASSWORD too")
@@ -73,6 +48,8 @@ class SmtpBackend:
         self.username, self.password = username, password
         self.timeout = timeout
         self.dkim_key = dkim_key
+        self.verp = verp
+        self.identity = identity
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
@@ -103,14 +80,18 @@ class SmtpBackend:
         try:
             for envelope in batch.envelopes:
                 try:
-                    message = to_bytes(batch, envelope)
+                    message = to_bytes(batch, envelope, self.identity)
                 except UnsafeHeaderValue as exc:
                     outcomes.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
                     continue
                 if self.dkim_key is not None:
                     message = self.dkim_key.sign(message) + message
+                if self.verp is None:
+                    mail_from = batch.sender.email
+                else:
+                    mail_from = self.verp.sender_for(envelope.key)
                 try:
-                    smtp.sendmail(batch.sender.email, [envelope.email], message)
+                    smtp.sendmail(mail_from, [envelope.email], message)
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, text = exc.recipients.get(envelope.email, (550, b""))
                     outcome = _refused(envelope.key, code, text)

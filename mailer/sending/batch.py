@@ -16,23 +16,12 @@ applied as a provider's bounce event is, so one rule takes addresses off the lis
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
-from sqlalchemy import (
-    ARRAY,
-    BigInteger,
-    Column,
-    ColumnElement,
-    any_,
-    bindparam,
-    exists,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
@@ -46,18 +35,20 @@ from mailer.errors import (
     UncertainDeliveryError,
 )
 from mailer.runtime import Runtime
+from mailer.sending import brake, telemetry
+from mailer.store.dialect import among, among_locked
 from mailer.store.ledger import (
     Campaign,
     CampaignState,
     Delivery,
     DeliveryState,
     finish_if_done,
-    transition,
+    move,
 )
 from mailer.tokens import Purpose
 from mailer.tracking.events import Event, EventKind, apply, record, settle_unknown
 from mailer.tracking.links import CampaignLink, track, tracking_substitutions
-from subscribers.models import Status, Subscriber, Suppression
+from subscribers import audience
 
 __all__ = ["BatchResult", "pause_with_error", "send_batch"]
 
@@ -72,6 +63,9 @@ class BatchResult:
     requeued: int = 0
     retry_after: float | None = None
     error: str = ""
+    # The provider's answer to the request: "ok", or what kind of error ("transient",
+    # "permanent", "uncertain", "refused"); empty when no request went out.
+    provider_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +78,16 @@ class _Claimed:
 
 
 def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
-    """Send what is still queued in batch ``batch`` of campaign ``campaign_id``."""
+    """Send what is still queued in batch ``batch`` of campaign ``campaign_id``, and say
+    what became of it (``telemetry``: a log record and the metrics)."""
+    started = time.monotonic()
+    result = _send(rt, campaign_id, batch)
+    seconds = time.monotonic() - started
+    telemetry.batch_done(rt.settings.backend, campaign_id, batch, result, seconds)
+    return result
+
+
+def _send(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     try:
         backend = rt.backend  # built before anything is claimed: a bad setting claims nothing
     except ConfigError as exc:
@@ -107,7 +110,7 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         )
         if campaign is None or campaign.status != CampaignState.SENDING:
             return BatchResult()  # paused or cancelled: the rows wait in the queue
-        claimed, skipped = _claim(session, campaign_id, batch)
+        claimed, skipped = _claim(session, campaign, batch)
         outgoing = _batch(rt, session, campaign, claimed)
     if not claimed:
         _finish(rt, campaign_id)
@@ -117,28 +120,38 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
     refused = [Outcome(key, "failed", error=reason) for key, reason in unsafe.items()]
     sending = [c for c in claimed if _key(campaign_id, c.delivery_id) not in unsafe]
 
+    status = "ok" if sending else ""
     try:
         outcomes = backend.send(outgoing) if sending else []
     except ConfigError as exc:  # refused credentials: nothing went out, nothing will
         _release(rt, [c.delivery_id for c in claimed])
         pause_with_error(rt, campaign_id, str(exc))
-        return BatchResult(skipped=skipped, error=str(exc))
+        return BatchResult(skipped=skipped, error=str(exc), provider_status="refused")
     except TransientDeliveryError as exc:
         _release(rt, [c.delivery_id for c in claimed])
         return BatchResult(
-            skipped=skipped, requeued=len(claimed), retry_after=exc.retry_after, error=str(exc)
+            skipped=skipped,
+            requeued=len(claimed),
+            retry_after=exc.retry_after,
+            error=str(exc),
+            provider_status="transient",
         )
     except UncertainDeliveryError as exc:
+        status = "uncertain"
         outcomes = [
             Outcome(_key(campaign_id, c.delivery_id), "unknown", error=str(exc)) for c in sending
         ]
     except PermanentDeliveryError as exc:
+        status = "permanent"
         outcomes = [
             Outcome(_key(campaign_id, c.delivery_id), "failed", error=str(exc)) for c in sending
         ]
         _count_error(rt, campaign_id, str(exc))
 
-    result = _record(rt, campaign_id, claimed, outcomes + refused, skipped)
+    result = replace(
+        _record(rt, campaign_id, claimed, outcomes + refused, skipped), provider_status=status
+    )
+    brake.check(rt.sessions, rt.settings, campaign_id)  # too many bounces: the campaign pauses
     _finish(rt, campaign_id)
     return result
 
@@ -150,39 +163,26 @@ def _in_batch(campaign_id: int, batch: int):
     return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
 
 
-def _among(connection: Connection, column: Column[int], ids: list[int]) -> ColumnElement[bool]:
-    """``column IN ids``; on PostgreSQL as one array parameter, since a thousand
-    parameters cost more to render, convert and parse than the statement costs to run."""
-    if connection.dialect.name == "postgresql":
-        return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger)))
-    return column.in_(ids)
-
-
 def _key(campaign_id: int, delivery_id: int) -> str:
     return f"{campaign_id}-{delivery_id}"
 
 
-def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claimed], int]:
-    """Atomically take the batch's queued rows (SKIP LOCKED on PostgreSQL), skipping readers
-    who left the list since the ledger was filled. (Core statements: this runs for every
-    batch, and the ORM's bookkeeping would cost more than the SQL.)"""
-    d, s = _table, Subscriber.__table__
+def _claim(session: Session, campaign: Campaign, batch: int) -> tuple[list[_Claimed], int]:
+    """Atomically take the batch's queued rows (SKIP LOCKED on PostgreSQL), skipping the
+    readers no longer in the post's audience (``subscribers.audience``: they left the list
+    since the ledger was filled). (Core statements: this runs for every batch, and the
+    ORM's bookkeeping would cost more than the SQL.)"""
+    d = _table
     queued = (
         select(d.c.id)
-        .where(d.c.campaign_id == campaign_id, d.c.batch == batch, d.c.status == "queued")
+        .where(d.c.campaign_id == campaign.id, d.c.batch == batch, d.c.status == "queued")
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # As ARRAY(…) the locked ids are read by key; as a plain IN, PostgreSQL may
-        # hash-join them against a scan of the whole ledger (9 of 22 ms at 100k rows).
-        target = d.c.id == any_(func.array(queued))
-    else:
-        target = d.c.id.in_(queued)
     claim = (
         update(d)
-        .where(target)
+        .where(among_locked(connection, d.c.id, queued))
         .values(status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=d.c.attempts + 1)
         .returning(d.c.id, d.c.subscriber_id, d.c.attempts)
     )
@@ -190,18 +190,8 @@ def _claim(session: Session, campaign_id: int, batch: int) -> tuple[list[_Claime
     taken = {row.id: (row.subscriber_id, row.attempts) for row in connection.execute(claim)}
     if not taken:
         return [], 0
-    # The readers by their own key: joining the ledger again would look every claimed
-    # row up a second time.
-    suppressed = exists().where(Suppression.__table__.c.email_hash == s.c.email_hash)
-    readers = {
-        subscriber_id: (email, name)
-        for subscriber_id, email, name, status, is_suppressed in connection.execute(
-            select(s.c.id, s.c.email, s.c.name, s.c.status, suppressed).where(
-                _among(connection, s.c.id, [subscriber for subscriber, _ in taken.values()])
-            )
-        )
-        if status == Status.CONFIRMED and not is_suppressed
-    }
+    subscriber_ids = [subscriber for subscriber, _ in taken.values()]
+    readers = audience.readers(connection, subscriber_ids, campaign.slug, campaign.id)
     claimed = [
         _Claimed(delivery_id, subscriber_id, attempts, *readers[subscriber_id])
         for delivery_id, (subscriber_id, attempts) in sorted(taken.items())
@@ -341,7 +331,7 @@ def _record(
             if len(ids) == 1:
                 singles.append({"row_id": ids[0], **values})
             else:
-                written_together = _among(connection, _table.c.id, ids)
+                written_together = among(connection, _table.c.id, ids)
                 connection.execute(update(_table).where(written_together).values(**values))
         if singles:  # by primary key; a row erased meanwhile is simply not there to update
             connection.execute(_UPDATE_ONE, singles)
@@ -391,27 +381,34 @@ def _release(rt: Runtime, delivery_ids: list[int]) -> None:
 
 
 def pause_with_error(rt: Runtime, campaign_id: int, error: str) -> None:
-    """Stop a campaign for the operator, saying why (its rows stay queued for a resume)."""
+    """Stop a sending campaign for the operator, saying why (its rows stay queued for a
+    resume); one that is not sending any more is left as it is."""
     with rt.sessions.begin() as session:
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
-        if campaign is not None and campaign.status == CampaignState.SENDING:
-            campaign.last_error = error[:2000]
-            transition(campaign, CampaignState.PAUSED)
+        only = [CampaignState.SENDING]
+        if move(
+            session,
+            campaign_id,
+            CampaignState.PAUSED,
+            only_from=only,
+            strict=False,
+            last_error=error[:2000],
+        ):
+            telemetry.paused(campaign_id, error)
 
 
 def _count_error(rt: Runtime, campaign_id: int, error: str) -> None:
     """A permanent error; enough of them pause the campaign for the operator to look."""
     with rt.sessions.begin() as session:
-        campaign = session.get(Campaign, campaign_id, with_for_update=True)
-        if campaign is None:
-            return
-        campaign.errors += 1
-        campaign.last_error = error[:2000]
-        if (
-            campaign.errors >= rt.settings.max_batch_errors
-            and campaign.status == CampaignState.SENDING
-        ):
-            transition(campaign, CampaignState.PAUSED)
+        errors = session.scalar(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(errors=Campaign.errors + 1, last_error=error[:2000])
+            .returning(Campaign.errors)
+        )
+        if errors is not None and errors >= rt.settings.max_batch_errors:
+            only = [CampaignState.SENDING]
+            if move(session, campaign_id, CampaignState.PAUSED, only_from=only, strict=False):
+                telemetry.paused(campaign_id, f"{errors} permanent provider errors: {error}")
 
 
 def _finish(rt: Runtime, campaign_id: int) -> None:

@@ -25,6 +25,7 @@ from mailer.clock import utcnow
 from mailer.content.edition import Edition
 from mailer.errors import ConfigError, MailerError
 from mailer.runtime import Runtime
+from mailer.sending import telemetry
 from mailer.sending.batch import BatchResult, pause_with_error, send_batch
 from mailer.store.ledger import (
     Campaign,
@@ -33,13 +34,14 @@ from mailer.store.ledger import (
     DeliveryState,
     Handover,
     IllegalTransition,
-    fill_chunk,
     finish_if_done,
     handed_over,
-    transition,
+    move,
+    record_fill,
 )
 from mailer.tracking.events import settle_unknown
 from mailer.tracking.links import CampaignLink, link_table
+from subscribers import audience
 
 __all__ = [
     "CeleryQueue",
@@ -49,9 +51,11 @@ __all__ = [
     "Reconciled",
     "Settled",
     "backoff",
+    "campaign_of",
     "cancel",
     "check_broker",
     "create_campaign",
+    "fill_chunk",
     "hand_over",
     "make_queue",
     "pause",
@@ -65,6 +69,12 @@ __all__ = [
 ]
 
 SEND_BATCH_TASK = "mailer.send_batch"
+# Batches go to Celery's default queue, beat's tasks to their own (worker.py routes them;
+# /metrics reads their depth).
+BATCH_QUEUE, BEAT_QUEUE = "celery", "beat"
+QUEUES = (BATCH_QUEUE, BEAT_QUEUE)
+# Batches queued per chunk of the fill: sending starts after the first chunk, not the last.
+CHUNK_BATCHES = 100
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +144,10 @@ class InlineQueue:
                 return
             if attempt < s.max_retries:
                 asked = max(results[batch].retry_after or 0.0 for batch in waiting)
-                self.sleep(backoff(attempt, asked, s.retry_base_seconds, s.retry_max_seconds))
+                delay = backoff(attempt, asked, s.retry_base_seconds, s.retry_max_seconds)
+                for batch in waiting:
+                    telemetry.retrying(campaign_id, batch, attempt + 1, delay, results[batch].error)
+                self.sleep(delay)
         for batch in waiting:
             give_up(self.rt, campaign_id, batch, results[batch].error)
 
@@ -147,6 +160,7 @@ class InlineQueue:
 
 def give_up(rt: Runtime, campaign_id: int, batch: int, error: str) -> None:
     """Out of retries: pause the campaign (its rows stay queued) for the operator to resume."""
+    telemetry.gave_up(campaign_id, batch, error)
     pause_with_error(rt, campaign_id, f"batch {batch} gave up after retries: {error}")
 
 
@@ -174,13 +188,7 @@ def create_campaign(
     link table is written with it: clicks can only ever lead to those links.
     """
     if not again:
-        with rt.sessions() as session:
-            last = session.scalar(
-                select(Campaign)
-                .where(Campaign.slug == edition.slug)
-                .order_by(Campaign.id.desc())
-                .limit(1)
-            )
+        last = campaign_of(rt, edition.slug)
         if last is not None and last.status == CampaignState.CANCELLED:
             return last, False
     campaign = Campaign(
@@ -227,24 +235,40 @@ def create_campaign(
     return existing, False
 
 
+def campaign_of(rt: Runtime, slug: str) -> Campaign | None:
+    """The post's last campaign: its live one, or else the cancelled one that
+    ``create_campaign`` gives back unless asked to start the post ``again``."""
+    with rt.sessions() as session:
+        return session.scalar(
+            select(Campaign).where(Campaign.slug == slug).order_by(Campaign.id.desc()).limit(1)
+        )
+
+
 def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = None) -> bool:
     """Start a draft or scheduled campaign now (or schedule it for ``at``); False if it was
     started already. The ledger is then filled a chunk at a time, each chunk's batches
     enqueued once it commits, so sending starts while the rest is still being queued."""
-    startable = (Campaign.id == campaign_id) & Campaign.status.in_(
-        (CampaignState.DRAFT, CampaignState.SCHEDULED)
-    )
+    startable = (CampaignState.DRAFT, CampaignState.SCHEDULED)
+    scheduled = at is not None and at > utcnow()
     with rt.sessions.begin() as session:
         _locked(session, campaign_id)  # a clear error for an unknown id
-        # One conditional UPDATE decides who starts it: of two callers at once (two
-        # beats), one changes the row and the other changes nothing, on SQLite too.
-        if at is not None and at > utcnow():
-            values = {"status": CampaignState.SCHEDULED, "scheduled_at": at}
+        # The move decides who starts it: of two callers at once (two beats), one moves
+        # the campaign and the other finds it moved.
+        if scheduled:
+            moved = move(
+                session,
+                campaign_id,
+                CampaignState.SCHEDULED,
+                only_from=startable,
+                strict=False,
+                scheduled_at=at,
+            )
         else:
-            values = {"status": CampaignState.SENDING, "started_at": utcnow()}
-        if not session.execute(update(Campaign).where(startable).values(**values)).rowcount:
+            moved = move(
+                session, campaign_id, CampaignState.SENDING, only_from=startable, strict=False
+            )
+        if not moved:
             return False
-        scheduled = values["status"] == CampaignState.SCHEDULED
     if not scheduled:
         fill(rt, campaign_id, queue)
     return True
@@ -268,6 +292,13 @@ def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
         queue.enqueue(campaign_id, batches)
 
 
+def fill_chunk(session: Session, campaign: Campaign) -> range:
+    """Queue the next chunk of the campaign's audience (``subscribers.audience``) and note
+    it in the ledger; returns the batches it added. Call it with the campaign row locked."""
+    size = campaign.batch_size * CHUNK_BATCHES
+    return record_fill(session, campaign, audience.add_chunk(session, campaign, size), size)
+
+
 def start_due(rt: Runtime, queue: Queue) -> list[int]:
     """Start the scheduled campaigns whose time has come."""
     with rt.sessions() as session:
@@ -283,28 +314,29 @@ def start_due(rt: Runtime, queue: Queue) -> list[int]:
 
 def pause(rt: Runtime, campaign_id: int) -> None:
     with rt.sessions.begin() as session:
-        transition(_locked(session, campaign_id), CampaignState.PAUSED)
+        move(session, campaign_id, CampaignState.PAUSED)
 
 
 def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
-    """Resume a paused (or failed) campaign: only rows still queued are sent. Returns how many
-    rows were in flight when it resumed, claimed before it stopped: their sender finishes
+    """Resume a paused campaign: only rows still queued are sent. Returns how many rows
+    were in flight when it resumed, claimed before it stopped: their sender finishes
     them, or, if it stopped too, the sweep makes them unknown after
     MAILER_STALE_CLAIM_SECONDS."""
     with rt.sessions.begin() as session:
-        campaign = _locked(session, campaign_id)
-        if campaign.status not in (CampaignState.PAUSED, CampaignState.FAILED):
+        resumed = CampaignState.PAUSED
+        if not move(
+            session, campaign_id, CampaignState.SENDING, only_from=[resumed], strict=False, errors=0
+        ):
+            status = _locked(session, campaign_id).status
             raise IllegalTransition(
-                f"campaign {campaign_id} is {campaign.status}: only a paused or failed "
-                "campaign resumes (`mailer send` starts a new one)"
+                f"campaign {campaign_id} is {status}: only a paused campaign resumes "
+                "(`mailer send` starts a new one)"
             )
         in_flight = session.scalar(
             select(func.count())
             .select_from(Delivery)
             .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryState.SENDING)
         )
-        transition(campaign, CampaignState.SENDING)
-        campaign.errors = 0
         batches = _open_batches(session, campaign_id)
         finish_if_done(session, campaign_id)
     hand_over(rt, queue, campaign_id, batches)
@@ -314,7 +346,7 @@ def resume(rt: Runtime, campaign_id: int, queue: Queue) -> int:
 
 def cancel(rt: Runtime, campaign_id: int) -> None:
     with rt.sessions.begin() as session:
-        transition(_locked(session, campaign_id), CampaignState.CANCELLED)
+        move(session, campaign_id, CampaignState.CANCELLED)
 
 
 def hand_over(rt: Runtime, queue: Queue, campaign_id: int, batches: Iterable[int]) -> None:
@@ -335,8 +367,12 @@ def sweep(
     than ``lost_after`` ago (its broker message was lost). A batch handed out twice costs
     nothing: the second task finds nothing left to claim."""
     done = settle(rt, resend=rt.settings.unknown_policy == "resend", unknown_window=unknown_window)
-    if done.stranded:
-        log.warning("%d rows left in flight by a stopped sender are now unknown", done.stranded)
+    if done.stranded or done.settled or done.requeued:  # stranded: a sender stopped mid-batch
+        log.log(
+            logging.WARNING if done.stranded else logging.INFO,
+            "sweep settled rows",
+            extra={"stranded": done.stranded, "settled": done.settled, "requeued": done.requeued},
+        )
     for campaign_id, batches in done.batches.items():
         hand_over(rt, queue, campaign_id, batches)
     cutoff = utcnow() - lost_after
@@ -350,10 +386,12 @@ def sweep(
     for campaign_id, filled in sending:
         if lost[campaign_id]:
             log.warning(
-                "campaign %d: %d queued batches not picked up within %s handed out again",
-                campaign_id,
-                len(lost[campaign_id]),
-                lost_after,
+                "sweep handed lost batches out again",
+                extra={
+                    "campaign": campaign_id,
+                    "batches": len(lost[campaign_id]),
+                    "queued_seconds": lost_after.total_seconds(),
+                },
             )
         hand_over(rt, queue, campaign_id, lost[campaign_id])
         if not filled:
@@ -421,9 +459,10 @@ def settle(
         for requeued_campaign, batch in requeued:
             batches.setdefault(requeued_campaign, set()).add(batch)
         for touched in sorted(set(stranded) | set(batches)):  # in id order: no deadlock
-            campaign = _locked(session, touched)
-            if touched in batches and campaign.status == CampaignState.UNSETTLED:
-                transition(campaign, CampaignState.SENDING)  # to send the rows queued again
+            _locked(session, touched)
+            if touched in batches:  # to send the rows queued again
+                unsettled = [CampaignState.UNSETTLED]
+                move(session, touched, CampaignState.SENDING, only_from=unsettled, strict=False)
             finish_if_done(session, touched)
     return Settled(
         len(stranded), settled, len(requeued), {c: sorted(b) for c, b in batches.items()}

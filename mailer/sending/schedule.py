@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailer.content.lint import lint
 from mailer.content.post import Post, load_post
 from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.runtime import Runtime
 from mailer.sending.dispatch import Queue, create_campaign, start
+
+if TYPE_CHECKING:  # the Runtime is built above this layer and handed down
+    from mailer.runtime import Runtime
 
 __all__ = ["due_posts", "send_scheduled_posts"]
 

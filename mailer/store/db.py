@@ -14,13 +14,14 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mailer.errors import ConfigError, SchemaError
+from mailer.store import dialect
 
 __all__ = ["Base", "Id", "UTCDateTime", "check_schema", "make_engine", "make_sessions", "upgrade"]
 
@@ -66,25 +67,12 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"MAILER_DATABASE_URL: not a database URL: {url!r}") from exc
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(dialect.engine_url(parsed), pool_pre_ping=True)
     except Exception as exc:  # a driver that is not installed, a bad option
         raise ConfigError(f"MAILER_DATABASE_URL: {exc}") from exc
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    dialect.configure(engine)
     return engine
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    # WAL: readers (the web app) never block the writer (a send or an import).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 def make_sessions(engine: Engine) -> sessionmaker:

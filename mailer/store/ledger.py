@@ -23,7 +23,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     exists,
+    func,
     insert,
+    literal,
     select,
     text,
     true,
@@ -35,6 +37,7 @@ from mailer.clock import utcnow
 from mailer.content.edition import Edition
 from mailer.errors import MailerError
 from mailer.store.db import Base, Id, UTCDateTime
+from mailer.store.dialect import partial
 
 __all__ = [
     "BATCH_SIZE",
@@ -44,10 +47,11 @@ __all__ = [
     "DeliveryState",
     "Handover",
     "IllegalTransition",
-    "fill_chunk",
     "finish_if_done",
     "handed_over",
-    "transition",
+    "may_follow",
+    "move",
+    "record_fill",
 ]
 
 # Recipients per batch: SendGrid's most personalizations per request.
@@ -58,13 +62,12 @@ class CampaignState(enum.StrEnum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     SENDING = "sending"
-    PAUSED = "paused"
+    PAUSED = "paused"  # by the operator, or by errors (the reason in last_error)
     # Every row has its outcome, but some readers' are unknown: settled by the provider's
     # events (then sent), or, once they are judged not sent, queued again (sending).
     UNSETTLED = "unsettled"
     SENT = "sent"  # every reader's outcome known
     CANCELLED = "cancelled"
-    FAILED = "failed"
 
 
 class DeliveryState(enum.StrEnum):
@@ -76,31 +79,33 @@ class DeliveryState(enum.StrEnum):
     SKIPPED = "skipped"  # left the list after the ledger was filled
 
 
+# What may follow what: the only truth about it. ``move`` reads it, nothing else writes a
+# campaign's status. (There was a "failed" state that nothing ever set: a campaign that
+# cannot go on is paused, with the reason, for the operator.)
 _LEGAL = {
     CampaignState.DRAFT: {CampaignState.SCHEDULED, CampaignState.SENDING, CampaignState.CANCELLED},
-    CampaignState.SCHEDULED: {CampaignState.SENDING, CampaignState.CANCELLED, CampaignState.DRAFT},
+    CampaignState.SCHEDULED: {
+        CampaignState.SCHEDULED,  # scheduled again, for another time
+        CampaignState.SENDING,
+        CampaignState.CANCELLED,
+        CampaignState.DRAFT,
+    },
     CampaignState.SENDING: {
         CampaignState.PAUSED,
         CampaignState.UNSETTLED,
         CampaignState.SENT,
         CampaignState.CANCELLED,
-        CampaignState.FAILED,
     },
     CampaignState.PAUSED: {CampaignState.SENDING, CampaignState.CANCELLED},
     CampaignState.UNSETTLED: {CampaignState.SENT, CampaignState.SENDING},
     CampaignState.SENT: set(),
     CampaignState.CANCELLED: set(),
-    CampaignState.FAILED: {CampaignState.SENDING, CampaignState.CANCELLED},
 }
-
+# The same table read backwards: the states each state may follow.
+_FOLLOWS = {to: {s for s, nexts in _LEGAL.items() if to in nexts} for to in CampaignState}
 
 # States in which no batch goes out: the send has ended, for now or for good.
-_ENDED = (
-    CampaignState.UNSETTLED,
-    CampaignState.SENT,
-    CampaignState.CANCELLED,
-    CampaignState.FAILED,
-)
+_ENDED = (CampaignState.UNSETTLED, CampaignState.SENT, CampaignState.CANCELLED)
 
 
 class IllegalTransition(MailerError):
@@ -115,8 +120,7 @@ class Campaign(Base):
             "uq_campaigns_slug_live",
             "slug",
             unique=True,
-            sqlite_where=text("status != 'cancelled'"),
-            postgresql_where=text("status != 'cancelled'"),
+            **partial("status != 'cancelled'"),
         ),
         {"sqlite_autoincrement": True},  # ids are in links: never reuse one
     )
@@ -156,8 +160,7 @@ class Delivery(Base):
             "ix_deliveries_queued",
             "campaign_id",
             "batch",
-            sqlite_where=text("status = 'queued'"),
-            postgresql_where=text("status = 'queued'"),
+            **partial("status = 'queued'"),
         ),
         # "Is anything of this campaign still open?", asked after every batch. With the
         # batch too, so that even without statistics it is never worse for the claim.
@@ -165,15 +168,13 @@ class Delivery(Base):
             "ix_deliveries_open",
             "campaign_id",
             "batch",
-            sqlite_where=text("status IN ('queued', 'sending')"),
-            postgresql_where=text("status IN ('queued', 'sending')"),
+            **partial("status IN ('queued', 'sending')"),
         ),
         # The rows waiting to be settled: few, looked for by every sweep and every finish.
         Index(
             "ix_deliveries_unknown",
             "campaign_id",
-            sqlite_where=text("status = 'unknown'"),
-            postgresql_where=text("status = 'unknown'"),
+            **partial("status = 'unknown'"),
         ),
         {"sqlite_autoincrement": True},
     )
@@ -218,18 +219,51 @@ def handed_over(
         )
 
 
-def transition(campaign: Campaign, to: CampaignState) -> None:
-    """Move a campaign to ``to`` if that is a legal step from where it is."""
-    current = CampaignState(campaign.status)
-    if to not in _LEGAL[current]:
-        raise IllegalTransition(f"campaign {campaign.id} is {current}: it cannot become {to}")
-    campaign.status = to
-    now = utcnow()
+def may_follow(current: str, to: CampaignState) -> bool:
+    """Whether the table lets a campaign in ``current`` become ``to``."""
+    return current in _FOLLOWS[to]
+
+
+def move(
+    session: Session,
+    campaign_id: int,
+    to: CampaignState,
+    *,
+    only_from: Iterable[CampaignState] = (),
+    strict: bool = True,
+    **values: Any,
+) -> bool:
+    """Move a campaign to ``to``, writing ``values`` with it: the only writer of a
+    campaign's status. Returns whether it moved.
+
+    One conditional UPDATE (``WHERE status IN`` the states ``to`` may follow, or those of
+    them in ``only_from``) decides, so of two processes that move one campaign at once,
+    on PostgreSQL or SQLite, only one does: the other's statement finds the campaign
+    moved already and changes nothing. What it did not move, ``strict`` says in an
+    ``IllegalTransition`` naming the state the campaign is in; else it returns False.
+    """
+    sources = _FOLLOWS[to] & set(only_from) if only_from else _FOLLOWS[to]
+    now = literal(utcnow(), UTCDateTime())
     if to == CampaignState.SENDING:
-        campaign.started_at = campaign.started_at or now
-        campaign.finished_at = None
-    elif to in _ENDED and campaign.finished_at is None:  # unsettled → sent keeps the end
-        campaign.finished_at = now
+        values = {
+            "started_at": func.coalesce(Campaign.started_at, now),
+            "finished_at": None,
+            **values,
+        }
+    elif to in _ENDED:  # unsettled → sent keeps the end it had
+        values = {"finished_at": func.coalesce(Campaign.finished_at, now), **values}
+    moved = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status.in_(sorted(sources)))
+        .values(status=to, **values)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if moved or not strict:
+        return bool(moved)
+    current = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    if current is None:
+        raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
+    raise IllegalTransition(f"campaign {campaign_id} is {current}: it cannot become {to}")
 
 
 def finish_if_done(session: Session, campaign_id: int) -> bool:
@@ -243,7 +277,9 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
     """
     if _has_rows(session, campaign_id, DeliveryState.QUEUED, DeliveryState.SENDING):
         return False
-    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    campaign = session.execute(
+        select(Campaign.status, Campaign.filled).where(Campaign.id == campaign_id).with_for_update()
+    ).one_or_none()
     if campaign is None or not campaign.filled:
         return False
     if campaign.status not in (CampaignState.SENDING, CampaignState.UNSETTLED):
@@ -254,8 +290,7 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
     done = CampaignState.UNSETTLED if unknown else CampaignState.SENT
     if campaign.status == done:
         return False
-    transition(campaign, done)
-    return True
+    return move(session, campaign_id, done, only_from=[campaign.status], strict=False)
 
 
 def _has_rows(session: Session, campaign_id: int, *states: DeliveryState) -> bool:
@@ -263,63 +298,23 @@ def _has_rows(session: Session, campaign_id: int, *states: DeliveryState) -> boo
     return bool(session.scalar(select(found)))
 
 
-# The next chunk of the audience: confirmed, not suppressed subscribers after the last
-# one queued, numbered into batches in id order; one statement, no Python loop over
-# subscribers. Readers an earlier (cancelled) campaign of the same post reached, or may
-# have, are left out.
-_FILL_CHUNK = text(
-    """
-    INSERT INTO deliveries (campaign_id, subscriber_id, batch, status, attempts, provider_id, error)
-    SELECT :campaign_id, t.id,
-           (SELECT COALESCE(MAX(batch) + 1, 0) FROM deliveries WHERE campaign_id = :campaign_id)
-           + (ROW_NUMBER() OVER (ORDER BY t.id) - 1) / :batch_size,
-           'queued', 0, '', ''
-    FROM (
-      SELECT s.id FROM subscribers s
-      WHERE s.status = 'confirmed'
-        AND s.id > (SELECT COALESCE(MAX(subscriber_id), 0) FROM deliveries
-                    WHERE campaign_id = :campaign_id)
-        AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
-        AND NOT EXISTS (
-          SELECT 1 FROM deliveries e JOIN campaigns c ON c.id = e.campaign_id
-          WHERE c.slug = :slug AND e.subscriber_id = s.id
-            AND e.status IN ('sent', 'sending', 'unknown'))
-      ORDER BY s.id
-      LIMIT :chunk
-    ) t
-    """
+# The campaign's ledger as the fill left it: how many readers, and the next batch number.
+_LEDGER_SIZE = text(
+    "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries WHERE campaign_id = :campaign_id"
 )
-# Batches queued per chunk: sending starts after the first chunk, not after the last.
-CHUNK_BATCHES = 100
 
 
-def fill_chunk(session: Session, campaign: Campaign) -> range:
-    """Queue the next chunk of the campaign's audience; returns the batches it added.
-
-    It continues from the ledger itself (the highest subscriber id and batch queued so
-    far, read by the INSERT itself, so two fillers at once cannot overlap), so an
-    interrupted fill picks up where it stopped; the chunk that comes back short marks the
-    ledger complete. Each new batch is noted as handed over now: the caller hands it to
-    the queue once this commits, and if it never does (it crashed in between), the sweep
-    finds the batch lost. Call it with the campaign row locked.
-    """
+def record_fill(session: Session, campaign: Campaign, added: int, asked: int) -> range:
+    """Note a chunk of the audience just queued (``added`` rows of the ``asked`` for):
+    the campaign's counts, from the ledger itself; the ledger complete once a chunk comes
+    back short; each new batch handed over now. Returns the new batches. The caller hands
+    them to the queue once this commits; if it never does (it crashed in between), the
+    sweep finds the batches lost."""
     first_batch = campaign.batches
-    chunk = campaign.batch_size * CHUNK_BATCHES
-    params = {
-        "campaign_id": campaign.id,
-        "slug": campaign.slug,
-        "batch_size": campaign.batch_size,
-        "chunk": chunk,
-    }
-    added = session.execute(_FILL_CHUNK, params).rowcount
     campaign.recipients, campaign.batches = session.execute(
-        text(
-            "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries "
-            "WHERE campaign_id = :campaign_id"
-        ),
-        {"campaign_id": campaign.id},
+        _LEDGER_SIZE, {"campaign_id": campaign.id}
     ).one()
-    campaign.filled = added < chunk
+    campaign.filled = added < asked
     batches = range(first_batch, campaign.batches)
     if batches:
         now = utcnow()

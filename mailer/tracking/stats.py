@@ -13,7 +13,7 @@ from mailer.errors import MailerError
 from mailer.store.ledger import Campaign, Delivery, DeliveryState
 from mailer.tracking.events import EventKind, EventRecord
 from mailer.tracking.links import CampaignLink
-from subscribers.models import Status, Subscriber
+from subscribers import store
 
 __all__ = ["CampaignStats", "campaign_stats", "chart_svg"]
 
@@ -113,19 +113,7 @@ def campaign_stats(
     ).all()
     unsubscribes = 0
     if campaign.started_at is not None:
-        unsubscribes = (
-            session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .where(
-                    Delivery.campaign_id == campaign_id,
-                    Subscriber.status == Status.UNSUBSCRIBED,
-                    Subscriber.unsubscribed_at >= campaign.started_at,
-                )
-            )
-            or 0
-        )
+        unsubscribes = store.unsubscribed_since(session, campaign_id, campaign.started_at)
     return CampaignStats(
         campaign_id=campaign_id,
         subject=campaign.subject,

@@ -2,10 +2,12 @@
 
 FastAPI because the service already validates with pydantic, it gives the JSON API
 an OpenAPI schema for free, and underneath it is Starlette, fast enough for the
-tracking endpoints to come. ``create_app`` is the only place the app's parts are
-built; routes reach them through ``request.app.state``. Every app serves the
-reader pages, the tracking endpoints, the SendGrid webhook, the archive and the
-stats pages, each answer with the security headers of ``guards.SecurityHeaders``.
+tracking endpoints to come. ``create_app`` takes the parts the service shares from a
+``Runtime`` and builds only the web's own (limits, the event buffer, pages); routes
+reach them through ``request.app.state``. Every app serves the reader pages, the
+tracking endpoints, the SendGrid webhook, the archive and the stats pages, each
+answer with the security headers of ``guards.SecurityHeaders``. Any ASGI server can
+run it: ``uvicorn --factory mailer.web:from_environment``.
 """
 
 from __future__ import annotations
@@ -18,41 +20,39 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from mailer.config import Settings
-from mailer.content.render import Renderer
-from mailer.delivery import make_backend
+from mailer import logs
+from mailer.config import load_settings, refuse_local_defaults
 from mailer.errors import ConfigError
+from mailer.metrics import use_dir
+from mailer.runtime import Runtime
 from mailer.sending.dispatch import check_broker
-from mailer.store.db import check_schema, make_engine, make_sessions
-from mailer.tokens import Signer
 from mailer.tracking.sendgrid import SendGridWebhook
-from mailer.web import archive, stats, subscribe, tracking, webhooks
+from mailer.web import archive, metrics, stats, subscribe, tracking, webhooks
 from mailer.web.access_log import REDACT_TOKENS
 from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
 from mailer.web.pages import Pages
 from mailer.web.tracking import EventBuffer, LinkTables
-from subscribers.optin import OptIn
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "from_environment"]
 
 log = logging.getLogger(__name__)
 # /healthz answers within about this (a load balancer's probe waits a few seconds at most).
 HEALTH_BROKER_TIMEOUT = 1.0
 
 
-def create_app(settings: Settings) -> FastAPI:
-    if "MAILER_PUBLIC_URL" not in settings.unsafe_local_defaults() and (
-        "MAILER_SECRET_KEYS" in settings.unsafe_local_defaults()
-    ):
-        raise ConfigError(
-            f"MAILER_PUBLIC_URL is {settings.public_url} but MAILER_SECRET_KEYS is the published "
-            "local default: set a long random secret, or anyone can forge readers' links"
-        )
-    engine = make_engine(settings.database_url)
-    check_schema(engine)
-    sessions = make_sessions(engine)
-    renderer = Renderer(settings)
-    signer = Signer(settings.secret_keys)
+def from_environment() -> FastAPI:
+    """The app from the ``MAILER_*`` settings, for an ASGI server's ``--factory``."""
+    settings = load_settings()
+    logs.configure(settings.log_format, logging.INFO)
+    use_dir(settings.metrics_dir)
+    return create_app(Runtime(settings))
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The app on ``runtime``'s parts; its shutdown closes the runtime's connections."""
+    settings = runtime.settings
+    refuse_local_defaults(settings, web_app=True)
+    sessions = runtime.sessions
     events = EventBuffer(sessions)
     after_response = AfterResponse()
     if not settings.sendgrid_webhook_key:
@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         after_response.wait()  # confirmation emails still going out
         events.close()  # write what the last requests recorded
-        engine.dispose()
+        runtime.close()
 
     # No trailing-slash redirects: Starlette builds their Location from the Host header.
     app = FastAPI(
@@ -81,18 +81,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.sessions = sessions
-    app.state.signer = signer
+    app.state.signer = runtime.signer
     app.state.events = events
     app.state.after_response = after_response
     app.state.links = LinkTables(sessions)
-    app.state.pages = Pages(renderer.templates, settings)
-    app.state.optin = OptIn(settings, sessions, signer, make_backend(settings), renderer)
+    app.state.pages = Pages(runtime.renderer.templates, settings)
+    app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
     app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")
     app.state.sendgrid_webhook = SendGridWebhook(
         settings.sendgrid_webhook_key, settings.webhook_replay_seconds
     )
-    for module in (subscribe, tracking, webhooks, archive, stats):
+    app.state.metrics = metrics.registry_for(settings, sessions)
+    for module in (subscribe, tracking, webhooks, archive, stats, metrics):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

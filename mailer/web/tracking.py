@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer.clock import utcnow
 from mailer.errors import TokenError
+from mailer.metrics import EVENTS
 from mailer.tokens import Purpose, Signer
 from mailer.tracking.events import Event, EventKind, record
 from mailer.tracking.links import CampaignLink, is_machine_open
@@ -51,6 +52,7 @@ class EventBuffer:
         self.thread.start()
 
     def add(self, event: Event) -> None:
+        EVENTS.labels(event.source, event.kind.value).inc()
         with self.lock:
             self.pending.append(event)
 

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mailer.clock import utcnow
+from mailer.metrics import EVENTS
+from mailer.sending import brake
 from mailer.tracking.events import Event, addressed, apply, record
 from mailer.tracking.sendgrid import (
     SIGNATURE_HEADER,
@@ -47,6 +49,8 @@ async def sendgrid_events(request: Request) -> JSONResponse:
         events = webhook.parse(body)
     except ValueError as exc:
         return JSONResponse({"error": f"malformed events: {exc}"}, 400)
+    for event in events:
+        EVENTS.labels(event.source, event.kind.value).inc()
     new = await run_in_threadpool(_ingest, request, events)
     return JSONResponse({"received": len(events), "new": new})
 
@@ -56,4 +60,6 @@ def _ingest(request: Request, events: list[Event]) -> int:
     with request.app.state.sessions.begin() as session:
         new = record(session, addressed(session, events))
         apply(session, new, settings.soft_bounce_limit)
+    for campaign_id in sorted({e.campaign_id for e in new if e.kind in brake.WATCHED}):
+        brake.check(request.app.state.sessions, settings, campaign_id)
     return len(new)

@@ -27,12 +27,14 @@ from mailer.content.lint import lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.delivery import Outcome
+from mailer.delivery.identity import Identity
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.outbox import OutboxBackend
 from mailer.delivery.sendgrid import SendGridBackend
 from mailer.delivery.smtp import SmtpBackend
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.runtime import Runtime
+from mailer.sending.confirmation import ConfirmationMail
 from mailer.sending.dispatch import progress
 from mailer.store.db import make_engine, upgrade
 from mailer.store.ledger import Delivery, DeliveryState
@@ -40,8 +42,8 @@ from mailer.tokens import Signer
 from subscribers import store
 from subscribers.models import Status, Subscriber
 from subscribers.optin import OptIn
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import DATABASES
-from tests.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.test_smtp import Mailbox, deliveries, free_port, send
 
 ATTACK = (
@@ -69,8 +71,8 @@ NAMES = pytest.mark.parametrize(
     indirect=["database_url"],
 )
 # What a newsletter message carries, in this order, and nothing else.
-INTENDED = ["From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe",
-            "List-Unsubscribe-Post", "MIME-Version", "Content-Type"]  # fmt: skip
+INTENDED = ["From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+            "List-Unsubscribe-Post", "Feedback-ID", "MIME-Version", "Content-Type"]  # fmt: skip
 VICTIM, ANN = "victim@example.org", "ann@example.org"
 BODY = "Hello from the header test, with [a link](https://example.org/story)."
 POST = f"---\ntitle: Header weekly\n---\n{BODY}\n"
@@ -266,13 +268,8 @@ def test_the_confirmation_email_refuses_a_stored_attack_name(
             outcomes.extend(result)
             return result
 
-    optin = OptIn(
-        settings,
-        sessions,
-        Signer(settings.secret_keys),
-        Recording(tmp_path / "outbox"),
-        Renderer(settings),
-    )
+    mail = ConfirmationMail(settings, Renderer(settings), Recording(tmp_path / "outbox"))
+    optin = OptIn(settings, sessions, Signer(settings.secret_keys), mail)
     consent = store.Consent(source="form", text="I agree")
     with sessions.begin() as session:
         subscriber = store.add(session, VICTIM, consent, name="Victim").subscriber
@@ -340,7 +337,8 @@ def good_message() -> tuple[bytes, list[str]]:
     batch = Batch(
         "Weekly", "<p>hi</p>", "hi", SENDER, (Envelope(ANN, "Ann Reader", "1-1", "https://u/1"),)
     )
-    data = mailer.delivery.message.to_bytes(batch, batch.envelopes[0])
+    identity = Identity.of(Settings())  # as every backend that make_backend builds has
+    data = mailer.delivery.message.to_bytes(batch, batch.envelopes[0], identity)
     return data, parse(data).keys()
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.cli import main
-from mailer.config import MIN_SECRET_BYTES, load_settings
+from mailer.config import MIN_SECRET_BYTES, load_settings, refuse_local_defaults
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.content.templating import Templates
@@ -28,6 +28,37 @@ def test_a_short_secret_is_refused_wherever_local_defaults_are(secret: str) -> N
     )
     with pytest.raises(ConfigError, match=f"shorter than {MIN_SECRET_BYTES} bytes"):
         make_backend(backend)
+
+
+SECRET = {"secret_keys": ["a-real-secret-for-this-test-long-enough-32"]}
+SENDGRID = {"backend": "sendgrid", "sendgrid_api_key": "SG.x"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where", "refused"),
+    [
+        ({}, {"web_app": True, "host": "0.0.0.0"}, ["MAILER_SECRET_KEYS", "MAILER_PUBLIC_URL"]),
+        ({}, {"web_app": True, "host": "::1"}, []),
+        ({}, {"web_app": True, "host": "localhost"}, []),
+        (PUBLIC, {"web_app": True}, ["MAILER_SECRET_KEYS"]),
+        (PUBLIC, {}, []),  # the outbox, at a public URL: the links stay on this machine
+        (SENDGRID, {}, ["MAILER_SECRET_KEYS"]),
+        ({**SENDGRID, **SECRET}, {}, []),  # a confirmation to a local app (tests do this)
+        ({**SENDGRID, **SECRET}, {"campaign": True}, ["MAILER_PUBLIC_URL"]),
+        ({**SECRET, **PUBLIC}, {"web_app": True, "host": "0.0.0.0", "campaign": True}, []),
+    ],
+)
+def test_local_defaults_in_public_are_refused_by_one_rule(
+    overrides: dict[str, object], where: dict[str, object], refused: list[str]
+) -> None:
+    settings = load_settings(**overrides)
+    if not refused:
+        refuse_local_defaults(settings, **where)
+        return
+    with pytest.raises(ConfigError, match=r"^refusing to ") as raised:
+        refuse_local_defaults(settings, **where)
+    named = [n for n in ("MAILER_SECRET_KEYS", "MAILER_PUBLIC_URL") if n in str(raised.value)]
+    assert named == refused
 
 
 def test_a_secret_from_mailer_secret_is_accepted() -> None:

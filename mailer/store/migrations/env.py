@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import mailer.sending.brake
 import mailer.store.ledger
 import mailer.tracking.events
 import mailer.tracking.links  # noqa: F401

@@ -1,7 +1,7 @@
 """A local stand-in for SendGrid's Mail Send API, for tests and benchmarks (loopback only).
 
 It checks every request against the official request schema
-(``tests/data/sendgrid/mail_send.schema.json``) and records every recipient it
+(``testkit/data/sendgrid/mail_send.schema.json``) and records every recipient it
 accepts. It can be told to answer 429 (with ``Retry-After``) or 500 at random, to
 answer slowly, or to hang (``stall``), so the sending pipeline's retries and its
 uncertain outcomes can be tested for real.
@@ -21,7 +21,8 @@ from typing import Any
 
 import fastjsonschema
 
-# SendGrid's official schema (MIT, tests/data/sendgrid/LICENSE), copied so a clone stands alone.
+# SendGrid's official schema (MIT, testkit/data/sendgrid/LICENSE; its source is in its
+# "description"), copied so a clone stands alone.
 SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "sendgrid" / "mail_send.schema.json"
 API_KEY = "SG.test-key-for-the-local-stand-in"
 

@@ -1,0 +1,120 @@
+"""A report finds its delivery and becomes the event a provider's webhook would have sent.
+
+Only two things tie a report to one of our deliveries, and neither can be forged by
+someone who has not seen that reader's copy: our signed VERP address (the address it
+came back to), or, failing that, the quoted original's Message-ID, which must equal the
+one the ledger recorded for that copy (its random part included). The reader's address
+as the report gives it is kept for the record but trusted for nothing: forwarding
+rewrites it, and anyone can write one. The event is stored once per report (its own
+Message-ID is the event id), so a report read twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.bounces.mailbox import UNPARSEABLE
+from mailer.bounces.report import NotAReport, Report, parse
+from mailer.bounces.verp import Verp
+from mailer.clock import utcnow
+from mailer.config import Settings
+from mailer.sending import brake
+from mailer.store.ledger import Delivery
+from mailer.tracking.events import Event, EventKind, apply, record
+
+__all__ = ["Ingested", "ingest", "ingest_message"]
+
+log = logging.getLogger(__name__)
+SOURCE = "mailbox"
+# batch.py's delivery key, then message.py's nonce: <campaign-delivery.nonce@domain>
+_OUR_MESSAGE_ID = re.compile(r"<([0-9]{1,18})-([0-9]{1,18})\.[0-9a-f]+@[^>]+>")
+
+_EVENTS: dict[str, tuple[EventKind, Literal["hard", "soft", "block", ""]]] = {
+    "hard": (EventKind.BOUNCED, "hard"),
+    "soft": (EventKind.BOUNCED, "soft"),
+    "block": (EventKind.BOUNCED, "block"),
+    "complaint": (EventKind.COMPLAINED, ""),
+    "delayed": (EventKind.DEFERRED, ""),
+    "delivered": (EventKind.DELIVERED, ""),
+}
+
+
+@dataclass(frozen=True)
+class Ingested:
+    # The report's kind, or "unmatched" (none of ours) or "duplicate" (read before).
+    outcome: str
+    campaign_id: int | None = None
+
+
+def ingest(session: Session, verp: Verp, report: Report, soft_bounce_limit: int) -> Ingested:
+    """Record ``report`` against its delivery and apply it (suppress, count a soft bounce)."""
+    found = _delivery(session, verp, report)
+    if found is None:
+        return Ingested("unmatched")
+    campaign_id, delivery_id = found
+    kind, bounce = _EVENTS[report.kind]
+    event = Event(
+        kind=kind,
+        at=utcnow(),
+        source=SOURCE,
+        campaign_id=campaign_id,
+        delivery_id=delivery_id,
+        provider_event_id=f"{SOURCE}:{report.report_id}"[:100],
+        bounce=bounce,
+        raw=report.detail(),
+    )
+    new = record(session, [event])
+    if not new:
+        return Ingested("duplicate", campaign_id)
+    apply(session, new, soft_bounce_limit)
+    return Ingested(report.kind, campaign_id)
+
+
+def ingest_message(sessions: sessionmaker, settings: Settings, verp: Verp, data: bytes) -> str:
+    """Read, record and apply one returned message; then the brake looks at its campaign.
+    Returns what it was: a report's kind, "unmatched", "duplicate" or "unparseable"."""
+    try:
+        report = parse(data)
+    except NotAReport as exc:
+        log.info("bounce mailbox: a message that is no report (%s)", exc)
+        return UNPARSEABLE
+    with sessions.begin() as session:
+        done = ingest(session, verp, report, settings.soft_bounce_limit)
+    if done.campaign_id is not None and done.outcome in ("hard", "soft", "complaint"):
+        brake.check(sessions, settings, done.campaign_id)
+    return done.outcome
+
+
+def _delivery(session: Session, verp: Verp, report: Report) -> tuple[int, int] | None:
+    """(campaign id, delivery id) of the copy the report is about, if it is one of ours."""
+    for address in report.returned_to:
+        ids = verp.parse(address)
+        if ids is not None and _exists(session, *ids):
+            return ids
+    for message_id in report.original_ids:
+        match = _OUR_MESSAGE_ID.fullmatch(message_id)
+        if match is None:
+            continue
+        campaign_id, delivery_id = int(match[1]), int(match[2])
+        recorded = session.scalar(
+            select(Delivery.provider_id).where(
+                Delivery.id == delivery_id, Delivery.campaign_id == campaign_id
+            )
+        )
+        if recorded == message_id:
+            return campaign_id, delivery_id
+    return None
+
+
+def _exists(session: Session, campaign_id: int, delivery_id: int) -> bool:
+    """A genuine address may outlive its row (a reader erased since, a database reset)."""
+    found = session.scalar(
+        select(Delivery.id).where(Delivery.id == delivery_id, Delivery.campaign_id == campaign_id)
+    )
+    return found is not None

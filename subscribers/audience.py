@@ -1,0 +1,142 @@
+"""Who gets a post: one rule, in one place, for the fill, the claim and the dry run.
+
+A subscriber is in a post's audience when they are confirmed, their address is not
+on the suppression list, and no other campaign of the same post (a cancelled one, before
+``mailer send --again``) reached them or may have: none of its rows for them is sent,
+in flight or unknown. The fill queues the audience into the ledger, the claim asks
+again about each batch's readers (one may have left the list meanwhile), and the dry
+run counts it: all three build their statements from ``in_audience``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
+
+from mailer.store.dialect import among
+from mailer.store.ledger import Campaign, Delivery, DeliveryState
+from subscribers.models import Status, Subscriber, Suppression
+
+__all__ = ["REACHED", "add_chunk", "count", "in_audience", "readers"]
+
+_subscribers = Subscriber.__table__
+_suppressions = Suppression.__table__
+_deliveries = Delivery.__table__
+_campaigns = Campaign.__table__
+
+# The outcomes that mean a reader has the edition, or may have it.
+REACHED = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.UNKNOWN)
+
+
+def in_audience(slug: object, campaign_id: object = None) -> ColumnElement[bool]:
+    """The rule, as a condition on the subscribers table, for the post ``slug`` (a value
+    or a bound parameter): readers whom a campaign of the post other than
+    ``campaign_id`` reached are left out."""
+    earlier, of_post = _deliveries.alias("e"), _campaigns.alias("c")
+    reached = (
+        select(literal(1))
+        .select_from(earlier.join(of_post, of_post.c.id == earlier.c.campaign_id))
+        .where(
+            of_post.c.slug == slug,
+            earlier.c.subscriber_id == _subscribers.c.id,
+            earlier.c.status.in_(REACHED),
+        )
+    )
+    if campaign_id is not None:
+        reached = reached.where(of_post.c.id != campaign_id)
+    suppressed = exists().where(_suppressions.c.email_hash == _subscribers.c.email_hash)
+    return and_(_subscribers.c.status == Status.CONFIRMED, ~suppressed, ~reached.exists())
+
+
+def _fill_chunk() -> Insert:
+    """The next chunk of a campaign's audience into its ledger, in one INSERT … SELECT (no
+    Python loop over subscribers): after the highest subscriber id it holds, in id order,
+    numbered into batches after its highest batch. Both are read by the statement itself,
+    so two fillers at once cannot overlap, and an interrupted fill goes on where it
+    stopped."""
+    campaign_id = bindparam("campaign_id", type_=BigInteger)
+    own = _deliveries.alias("own")
+    last_reader = (
+        select(func.coalesce(func.max(own.c.subscriber_id), 0))
+        .where(own.c.campaign_id == campaign_id)
+        .scalar_subquery()
+    )
+    next_batch = (
+        select(func.coalesce(func.max(own.c.batch) + 1, 0))
+        .where(own.c.campaign_id == campaign_id)
+        .scalar_subquery()
+    )
+    chunk = (
+        select(_subscribers.c.id)
+        .where(in_audience(bindparam("slug"), campaign_id), _subscribers.c.id > last_reader)
+        .order_by(_subscribers.c.id)
+        .limit(bindparam("chunk", type_=Integer))
+        .subquery("t")
+    )
+    position = func.row_number().over(order_by=chunk.c.id) - 1
+    # Integer division on both databases (SQLAlchemy's // would add a FLOOR SQLite lacks).
+    batch = next_batch + position.self_group().op("/")(bindparam("batch_size", type_=Integer))
+    return insert(_deliveries).from_select(
+        ["campaign_id", "subscriber_id", "batch", "status", "attempts", "provider_id", "error"],
+        select(
+            campaign_id,
+            chunk.c.id,
+            batch,
+            literal_column(f"'{DeliveryState.QUEUED}'"),
+            literal_column("0"),
+            literal_column("''"),
+            literal_column("''"),
+        ),
+    )
+
+
+_FILL_CHUNK = _fill_chunk()
+
+
+def add_chunk(session: Session, campaign: Campaign, size: int) -> int:
+    """Queue up to ``size`` more readers of ``campaign``'s audience, ``campaign.batch_size``
+    to a batch; returns how many it queued. Call it with the campaign row locked."""
+    params = {
+        "campaign_id": campaign.id,
+        "slug": campaign.slug,
+        "batch_size": campaign.batch_size,
+        "chunk": size,
+    }
+    return session.execute(_FILL_CHUNK, params).rowcount
+
+
+def readers(
+    connection: Connection, subscriber_ids: Sequence[int], slug: str, campaign_id: int
+) -> dict[int, tuple[str, str]]:
+    """Of ``subscriber_ids`` (a batch just claimed for ``campaign_id``), those still in the
+    audience, with their address and name, by id. Looked up by their own key: joining
+    the ledger again would read every claimed row a second time."""
+    rows = connection.execute(
+        select(_subscribers.c.id, _subscribers.c.email, _subscribers.c.name).where(
+            among(connection, _subscribers.c.id, subscriber_ids), in_audience(slug, campaign_id)
+        )
+    )
+    return {subscriber_id: (email, name) for subscriber_id, email, name in rows}
+
+
+def count(session: Session, slug: str, campaign_id: int | None = None) -> int:
+    """How many readers a campaign of ``slug`` would be sent to now (``campaign_id``: one
+    that exists already, whose own rows do not count as reaching anyone)."""
+    query = select(func.count()).select_from(_subscribers).where(in_audience(slug, campaign_id))
+    return session.scalar(query) or 0

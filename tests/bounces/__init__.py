@@ -1,0 +1,1 @@
+"""Bounces and complaints: VERP, reading reports, the bounce mailbox on a real Dovecot."""
