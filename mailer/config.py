@@ -37,9 +37,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mailer.content.language import is_language_tag
 from mailer.errors import ConfigError
 from mailer.headers import check_header_text
+from mailer.langtag import is_language_tag
 
 __all__ = [
     "LOCAL_DEFAULT_SECRET",

@@ -42,7 +42,7 @@ class Runtime:
 
     @cached_property
     def backend(self) -> Backend:
-        return make_backend(self.settings)
+        return make_backend(self.settings, self.signer)
 
     @cached_property
     def signer(self) -> Signer:

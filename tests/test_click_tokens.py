@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailer.content.edition import Edition, Link
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
+from mailer.edition import Edition, Link
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
 from mailer.tracking.links import TRACK_PLACEHOLDER, is_machine_open, link_table, track

@@ -7,11 +7,11 @@ import re
 from urllib.parse import quote
 
 from mailer.config import Settings
-from mailer.content.edition import Edition
 from mailer.content.lint import CLIP_LIMIT, lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.content.shorten import BUDGET, delivered_size
+from mailer.edition import Edition
 from tests.conftest import SAMPLE_POST
 
 # The sample post's HTML before it was made lean (commit 791858f): 28,430 bytes.

@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.content.edition import Edition
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.delivery import Outcome
 from mailer.delivery.message import Batch
 from mailer.delivery.outbox import OutboxBackend
+from mailer.edition import Edition
 from mailer.errors import (
     PermanentDeliveryError,
     TokenError,

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailer.config import Settings
-from mailer.delivery import make_backend
 from mailer.delivery.dkim import dkim_key
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import ConfigError
+from mailer.runtime import Runtime
 
 
 class Inbox:
@@ -71,7 +71,7 @@ def test_the_smtp_copy_verifies_with_from_over_signed(settings: Settings, tmp_pa
         )
         envelope = Envelope("ada@example.net", "Ada", "3-9", unsubscribe_url="https://m/u/1")
         batch = Batch("Weekly", "<p>hi</p>", "hi", Sender(s.sender_email), (envelope,), "c")
-        [outcome] = make_backend(s).send(batch)
+        [outcome] = Runtime(s).backend.send(batch)
     finally:
         controller.stop()
     assert outcome.status == "sent"
@@ -124,4 +124,4 @@ def test_a_key_that_cannot_sign_names_the_setting(
         path.write_bytes(content)
     s = settings.model_copy(update={"backend": "smtp", "dkim_private_key_file": path})
     with pytest.raises(ConfigError, match=f"^MAILER_DKIM_PRIVATE_KEY_FILE={path}: {problem}"):
-        make_backend(s)
+        assert Runtime(s).backend

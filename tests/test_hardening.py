@@ -9,7 +9,6 @@ import pytest
 
 from mailer.config import load_settings
 from mailer.content.post import load_post
-from mailer.delivery import make_backend
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.sendgrid import SendGridBackend, build_request
 from mailer.errors import (
@@ -18,6 +17,7 @@ from mailer.errors import (
     TransientDeliveryError,
     UncertainDeliveryError,
 )
+from mailer.runtime import Runtime
 from mailer.tracking.sendgrid import SendGridWebhook
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 
@@ -93,4 +93,4 @@ def test_the_published_secret_is_refused_for_real_backends(monkeypatch) -> None:
     monkeypatch.setenv("MAILER_BACKEND", "sendgrid")
     monkeypatch.setenv("MAILER_SENDGRID_API_KEY", API_KEY)
     with pytest.raises(ConfigError, match="published local default"):
-        make_backend(load_settings())
+        assert Runtime(load_settings()).backend

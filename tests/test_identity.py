@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from mailer.config import Settings
-from mailer.delivery import make_backend
 from mailer.delivery.alignment import freemail, organizational_domain
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import ConfigError
+from mailer.runtime import Runtime
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 
 SENDER = Sender("news@mail.example.co.uk", "AI 周报")
@@ -40,7 +40,7 @@ def identity_settings(settings: Settings, **changes: object) -> Settings:
 
 
 def outbox_message(settings: Settings, envelope: Envelope, category: str) -> EmailMessage:
-    backend = make_backend(settings)
+    backend = Runtime(settings).backend
     batch = Batch("Weekly", "<p>hi</p>", "hi", SENDER, (envelope,), category=category)
     [outcome] = backend.send(batch)
     data = (settings.outbox_dir / outcome.provider_id).read_bytes()
@@ -70,7 +70,7 @@ def test_the_sendgrid_request_carries_the_same_identity(settings: Settings) -> N
             settings, backend="sendgrid", sendgrid_api_key=API_KEY, sendgrid_host=standin.url
         )
         batch = Batch("Weekly", "<p>hi</p>", "hi", SENDER, (LIST_COPY,), category="c-1")
-        [outcome] = make_backend(s).send(batch)
+        [outcome] = Runtime(s).backend.send(batch)
     assert outcome.status == "sent", standin.invalid
     [body] = standin.requests
     assert body["headers"] == {"Feedback-ID": "c-1:ai-weekly:newsletter"}
@@ -86,9 +86,9 @@ def test_a_freemail_from_is_refused_for_real_backends(settings: Settings, backen
         update={"backend": backend, "sender_email": "me@yahoo.co.jp", "sendgrid_api_key": "x"}
     )
     with pytest.raises(ConfigError, match=r"MAILER_SENDER_EMAIL=me@yahoo.co.jp: yahoo.co.jp"):
-        make_backend(s)
+        assert Runtime(s).backend
     # The outbox sends nowhere: a local trial may keep a freemail From.
-    make_backend(s.model_copy(update={"backend": "outbox"}))
+    assert Runtime(s.model_copy(update={"backend": "outbox"})).backend
 
 
 def test_misaligned_dkim_and_bounce_domains_are_warned_of(
@@ -114,7 +114,7 @@ def test_misaligned_dkim_and_bounce_domains_are_warned_of(
         }
     )
     with caplog.at_level(logging.WARNING, logger="mailer.delivery.alignment"):
-        make_backend(s)
+        assert Runtime(s).backend
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
     assert warnings[0].startswith("MAILER_BOUNCE_DOMAIN=bounces.example.com is not aligned")
@@ -122,7 +122,9 @@ def test_misaligned_dkim_and_bounce_domains_are_warned_of(
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mailer.delivery.alignment"):
-        make_backend(s.model_copy(update={"dkim_domain": "example.net", "bounce_domain": ""}))
+        assert Runtime(
+            s.model_copy(update={"dkim_domain": "example.net", "bounce_domain": ""})
+        ).backend
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning.startswith("MAILER_DKIM_DOMAIN=example.net is not aligned")
 

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from mailer.config import Settings
-from mailer.content.edition import Edition
 from mailer.content.lint import CLIP_LIMIT, lint
 from mailer.content.post import load_post
+from mailer.edition import Edition
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer.content.edition import Edition
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.content.templating import BUILTIN_TEMPLATES
+from mailer.edition import Edition
 from mailer.errors import TemplateError
 
 

@@ -10,11 +10,11 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from mailer.config import Settings
-from mailer.content.edition import Edition
 from mailer.content.lint import CLIP_LIMIT
 from mailer.content.post import load_post
 from mailer.content.preview import build_preview
 from mailer.content.render import Renderer
+from mailer.edition import Edition
 from tests.conftest import SAMPLE_POST
 
 MARKDOWN = SAMPLE_POST.read_text("utf-8").split("---\n", 2)[2]

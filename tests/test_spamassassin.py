@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from mailer.cli import main
 from mailer.config import Settings
 from mailer.content.render import Renderer
-from mailer.delivery import make_backend
+from mailer.runtime import Runtime
 from mailer.sending.confirmation import ConfirmationMail
 from tests.conftest import SAMPLE_POST
 
@@ -67,7 +67,7 @@ def test_the_confirmation_email_scores_zero_or_below(
     settings: Settings, home: Path, tmp_path: Path
 ) -> None:
     s = settings.model_copy(update={"outbox_dir": tmp_path / "outbox"})
-    send = ConfirmationMail(s, Renderer(s), make_backend(s))
+    send = ConfirmationMail(s, Renderer(s), Runtime(s).backend)
     send(7, "ada@example.org", "Ada", "https://mail.example.org/confirm/7.abcdefghijklmnop")
     [message] = (tmp_path / "outbox").glob("*.eml")
     score, rules = spam_score(message.read_bytes(), home)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mailer.bounces.ingest import ingest_message
 from mailer.bounces.mailbox import BounceMailbox
-from mailer.bounces.verp import Verp
+from mailer.delivery.verp import Verp
 from mailer.runtime import Runtime
 
 __all__ = ["fetch_bounces", "message_handler"]

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.bounces.mailbox import UNPARSEABLE
 from mailer.bounces.report import NotAReport, Report, parse
-from mailer.bounces.verp import Verp
 from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.delivery.verp import Verp
 from mailer.sending import brake
 from mailer.store.ledger import Delivery
 from mailer.tracking.events import Event, EventKind, apply, record

@@ -27,7 +27,7 @@ from typing import Literal
 
 from flufl.bounce import all_failures
 
-from mailer.bounces.verp import LOCAL_PREFIX
+from mailer.delivery.verp import LOCAL_PREFIX
 from mailer.errors import MailerError
 
 __all__ = ["Kind", "NotAReport", "Report", "parse"]

@@ -17,12 +17,12 @@ from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
 from mailer.cli.terminal import printable, shown
 from mailer.clock import utcnow
-from mailer.content.edition import Edition
 from mailer.content.lint import lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.delivery import POLICY_REFUSAL
 from mailer.delivery.message import Batch, Envelope, Sender
+from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
 from mailer.sending.batch import BatchResult, pause_with_error
 from mailer.sending.dispatch import (

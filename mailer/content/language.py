@@ -6,22 +6,12 @@ frequent characters that differ between Simplified and Traditional decide.
 
 from __future__ import annotations
 
-import re
-
-__all__ = ["LANGUAGE_TAG", "detect_lang", "is_language_tag"]
-
-# A BCP 47 tag's shape (language, then subtags such as script, region, variant): a tag
-# names a strings file, so anything else (a path, say) must never reach the file system.
-LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+__all__ = ["detect_lang"]
 
 # Common characters whose Simplified and Traditional forms differ, pairwise.
 _SIMPLIFIED = set("这们个来为说时国会学发对业与经过后动开关长门问间见电车东")
 _SAMPLE = 1500  # characters: enough to decide; the classifier's time grows with the text
 _TRADITIONAL = set("這們個來為說時國會學發對業與經過後動開關長門問間見電車東")
-
-
-def is_language_tag(value: str) -> bool:
-    return LANGUAGE_TAG.fullmatch(value) is not None and len(value) <= 35
 
 
 def detect_lang(text: str, default: str = "en") -> str:

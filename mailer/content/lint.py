@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from mailer.config import Settings
-from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
 from mailer.content.post import Post
 from mailer.content.textwidth import display_width
+from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
 from mailer.headers import header_text_problem
 
 __all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]

@@ -24,8 +24,8 @@ from mdit_py_plugins.anchors import anchors_plugin
 from mdit_py_plugins.attrs import attrs_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
-from mailer.content.edition import Finding
 from mailer.content.sanitize import clean_html, is_safe_url, unsafe_parts
+from mailer.edition import Finding
 
 __all__ = ["Block", "EmailMarkdown", "Parsed", "Section", "inline_text"]
 

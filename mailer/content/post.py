@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mailer.content.frontmatter import FrontMatter, read_front_matter
-from mailer.content.language import is_language_tag
 from mailer.errors import PostError
+from mailer.langtag import is_language_tag
 
 __all__ = ["Post", "load_post"]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import watchfiles
 
 from mailer.config import Settings
-from mailer.content.edition import Edition, Finding
 from mailer.content.lint import lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.content.templating import Templates
+from mailer.edition import Edition, Finding
 from mailer.errors import MailerError
 
 __all__ = ["Preview", "build_preview", "serve_preview", "write_preview"]

@@ -19,14 +19,6 @@ import mjml
 from markupsafe import Markup
 
 from mailer.config import Publication, Settings
-from mailer.content.edition import (
-    UNSUBSCRIBE_PLACEHOLDER,
-    VIEW_PLACEHOLDER,
-    Edition,
-    Image,
-    Link,
-    WebSection,
-)
 from mailer.content.images import ImageSizes
 from mailer.content.language import detect_lang
 from mailer.content.lean import lean
@@ -36,6 +28,14 @@ from mailer.content.post import Post
 from mailer.content.preheader import PADDING, choose_preheader
 from mailer.content.shorten import BUDGET, Cut, delivered_size, shorten
 from mailer.content.templating import Templates
+from mailer.edition import (
+    UNSUBSCRIBE_PLACEHOLDER,
+    VIEW_PLACEHOLDER,
+    Edition,
+    Image,
+    Link,
+    WebSection,
+)
 from mailer.errors import TemplateError
 
 __all__ = ["Renderer"]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from markdown_it.token import Token
 
-from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
 from mailer.content.markdown import Section
+from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
 
 __all__ = ["BUDGET", "Cut", "delivered_size", "shorten"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import jinja2
 
-from mailer.content.language import is_language_tag
 from mailer.errors import TemplateError
+from mailer.langtag import is_language_tag
 
 __all__ = ["BUILTIN_TEMPLATES", "Templates"]
 

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 from mailer.config import Settings, refuse_local_defaults
 from mailer.delivery.message import Batch
+from mailer.tokens import Signer
 
 __all__ = ["POLICY_REFUSAL", "Backend", "Outcome", "make_backend"]
 
@@ -52,9 +53,10 @@ class Backend(Protocol):
     def send(self, batch: Batch) -> list[Outcome]: ...
 
 
-def make_backend(settings: Settings) -> Backend:
+def make_backend(settings: Settings, signer: Signer) -> Backend:
     """The backend ``MAILER_BACKEND`` names; a real one refuses the local defaults that
-    ``refuse_local_defaults`` names (a weak secret lets anyone forge readers' links)."""
+    ``refuse_local_defaults`` names (a weak secret lets anyone forge readers' links).
+    ``signer`` signs the bounce addresses (VERP) of the SMTP backend."""
     refuse_local_defaults(settings)
     from mailer.delivery.alignment import check_identity
     from mailer.delivery.identity import Identity
@@ -73,10 +75,9 @@ def make_backend(settings: Settings) -> Backend:
 
         verp = None
         if settings.bounce_domain:
-            from mailer.bounces.verp import Verp
-            from mailer.tokens import Signer
+            from mailer.delivery.verp import Verp
 
-            verp = Verp(Signer(settings.secret_keys), settings.bounce_domain)
+            verp = Verp(signer, settings.bounce_domain)
         return SmtpBackend(
             settings.smtp_host,
             settings.smtp_port,

@@ -23,8 +23,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from html import escape
 
-from mailer.content.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
 from mailer.delivery.identity import Identity
+from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.headers import check_header_text
 

@@ -3,7 +3,7 @@
 Each reader gets the same message an outbox file holds (multipart/alternative,
 text first, list headers, a unique Message-ID), DKIM-signed with ``dkimpy`` when a
 key is configured, and sent from its own envelope sender when a bounce domain is
-(VERP, ``mailer.bounces.verp``), so that a bounce names the copy it is about. What the
+(VERP, ``mailer.delivery.verp``), so that a bounce names the copy it is about. What the
 server answers about one reader (to RCPT TO, or to the message, which has that reader
 alone) is about that reader only: "later" (4xx) defers them, "never" (5xx) fails them,
 and a 5.1.x "no such address" is a hard bounce. What it answers about us (421
@@ -17,11 +17,11 @@ import re
 import smtplib
 import ssl
 
-from mailer.bounces.verp import Verp
 from mailer.delivery import POLICY_REFUSAL, Outcome
 from mailer.delivery.dkim import DkimKey
 from mailer.delivery.identity import Identity
 from mailer.delivery.message import Batch, check_batch, to_bytes
+from mailer.delivery.verp import Verp
 from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
 
 __all__ = ["SmtpBackend"]

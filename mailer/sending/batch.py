@@ -20,21 +20,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from html import escape
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
-from mailer.content.edition import VIEW_PLACEHOLDER
 from mailer.delivery import Outcome
 from mailer.delivery.message import Batch, Envelope, Sender, without_unsafe_readers
+from mailer.edition import VIEW_PLACEHOLDER
 from mailer.errors import (
     ConfigError,
     PermanentDeliveryError,
     TransientDeliveryError,
     UncertainDeliveryError,
 )
-from mailer.runtime import Runtime
 from mailer.sending import brake, telemetry
 from mailer.store.dialect import among, among_locked
 from mailer.store.ledger import (
@@ -49,6 +49,9 @@ from mailer.tokens import Purpose
 from mailer.tracking.events import Event, EventKind, apply, record, settle_unknown
 from mailer.tracking.links import CampaignLink, track, tracking_substitutions
 from subscribers import audience
+
+if TYPE_CHECKING:  # built above this layer; here only in signatures
+    from mailer.runtime import Runtime
 
 __all__ = ["BatchResult", "pause_with_error", "send_batch"]
 

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import delete, exists, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
-from mailer.content.edition import Edition
+from mailer.edition import Edition
 from mailer.errors import ConfigError, MailerError
-from mailer.runtime import Runtime
 from mailer.sending import telemetry
 from mailer.sending.batch import BatchResult, pause_with_error, send_batch
 from mailer.store.ledger import (
@@ -42,6 +41,9 @@ from mailer.store.ledger import (
 from mailer.tracking.events import settle_unknown
 from mailer.tracking.links import CampaignLink, link_table
 from subscribers import audience
+
+if TYPE_CHECKING:  # built above this layer; here only in signatures
+    from mailer.runtime import Runtime
 
 __all__ = [
     "CeleryQueue",

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailer.clock import utcnow
-from mailer.content.edition import Edition
+from mailer.edition import Edition
 from mailer.errors import MailerError
 from mailer.store.db import Base, Id, UTCDateTime
 from mailer.store.dialect import partial

@@ -22,7 +22,7 @@ from html import unescape
 from sqlalchemy import ForeignKey, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.content.edition import Edition
+from mailer.edition import Edition
 from mailer.store.db import Base, Id
 from mailer.tokens import Purpose, Signer
 

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from mailer.bounces.verp import Verp
 from mailer.cli import main
 from mailer.config import Settings
+from mailer.delivery.verp import Verp
 from mailer.runtime import Runtime
 from mailer.tokens import Signer
 from subscribers.models import Status, Subscriber

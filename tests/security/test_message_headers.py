@@ -22,7 +22,6 @@ from sqlalchemy import update
 
 import mailer.delivery.message
 from mailer.config import Settings
-from mailer.content.edition import Edition
 from mailer.content.lint import lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
@@ -32,6 +31,7 @@ from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.outbox import OutboxBackend
 from mailer.delivery.sendgrid import SendGridBackend
 from mailer.delivery.smtp import SmtpBackend
+from mailer.edition import Edition
 from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.runtime import Runtime
 from mailer.sending.confirmation import ConfirmationMail

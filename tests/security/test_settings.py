@@ -13,8 +13,8 @@ from mailer.config import MIN_SECRET_BYTES, load_settings, refuse_local_defaults
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.content.templating import Templates
-from mailer.delivery import make_backend
 from mailer.errors import ConfigError, PostError, TemplateError
+from mailer.runtime import Runtime
 
 PUBLIC = {"public_url": "https://mail.example.org"}
 
@@ -27,7 +27,7 @@ def test_a_short_secret_is_refused_wherever_local_defaults_are(secret: str) -> N
         secret_keys=[secret], backend="sendgrid", sendgrid_api_key="SG.x", **PUBLIC
     )
     with pytest.raises(ConfigError, match=f"shorter than {MIN_SECRET_BYTES} bytes"):
-        make_backend(backend)
+        assert Runtime(backend).backend
 
 
 SECRET = {"secret_keys": ["a-real-secret-for-this-test-long-enough-32"]}
