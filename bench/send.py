@@ -52,7 +52,6 @@ SCRIPT = str(Path(__file__).resolve())
 POSTGRES_ADMIN_URL = os.environ.get(
     "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-BROKER = "redis://127.0.0.1:6379/10"
 SECRET = "bench-secret-for-the-send-benchmark"
 BATCH_SIZE = 1000
 TARGET_SECONDS_PER_MILLION = 60.0
@@ -64,6 +63,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `testkit` (the stand-in, child_env), as the workers see it
+
+
+def broker() -> str:
+    """A Redis database of this run's own, claimed as the tests claim theirs (so a benchmark
+    and a test run on one machine never flush each other's queue)."""
+    from testkit.redis_db import redis_url
+
+    return redis_url()
 
 
 # /proc ------------------------------------------------------------------------------
@@ -340,7 +347,7 @@ class Cleanup:
         try:
             flush_broker()
         except Exception as exc:
-            problems.append(f"could not flush {BROKER}: {exc}")
+            problems.append(f"could not flush {broker()}: {exc}")
         shutil.rmtree(self.folder, ignore_errors=True)
         return problems
 
@@ -348,7 +355,7 @@ class Cleanup:
 def flush_broker() -> None:
     import redis
 
-    with redis.Redis.from_url(BROKER) as client:
+    with redis.Redis.from_url(broker()) as client:
         client.flushdb()
 
 
@@ -409,7 +416,7 @@ def wait_ready(process: subprocess.Popen, concurrency: int, log: Path, seconds: 
     """Until the worker answers a ping and its pool has ``concurrency`` processes."""
     from celery import Celery
 
-    app = Celery("bench-ping", broker=BROKER)
+    app = Celery("bench-ping", broker=broker())
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
@@ -488,7 +495,7 @@ def run_once(
     cleanup.standins.append(standin)
     settings = Settings(
         database_url=url,
-        broker_url=BROKER,
+        broker_url=broker(),
         backend="sendgrid",
         sendgrid_host=standin.url,
         sendgrid_api_key=API_KEY,
@@ -525,7 +532,7 @@ def run_once(
             cleanup.processes.append(spy)
             time.sleep(1)  # py-spy attaches
         cpu_before = cpu_by_part(worker.pid, standin.pid)
-        queue = CeleryQueue(BROKER)
+        queue = CeleryQueue(broker())
         try:
             began = dt.datetime.now(dt.UTC)
             clock = time.perf_counter()

@@ -26,7 +26,7 @@ from mailer.config import Settings
 from testkit.processes import ROOT, child_env
 from tests.conftest import SAMPLE_POST
 from tests.live_server import serve
-from tests.redis_db import redis_url
+from testkit.redis_db import redis_url
 
 PROCFILE = ROOT / "Procfile"
 COMPOSE = ROOT / "compose.yaml"

@@ -21,7 +21,7 @@ import redis
 
 from mailer.sending.ratelimit import LocalBucket, SendRate, make_bucket
 from tests.conftest import ROOT
-from tests.redis_db import redis_url
+from testkit.redis_db import redis_url
 
 RATE = 40.0  # tokens a second; the capacity is one second's worth (batches of 1)
 CAPACITY = 40

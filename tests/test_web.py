@@ -36,7 +36,7 @@ from mailer.web import create_app
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber
 from tests.live_server import LiveServer, confirm_link, server_factory, text_part
-from tests.redis_db import redis_url
+from testkit.redis_db import redis_url
 
 start_server = server_factory()
 

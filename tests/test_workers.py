@@ -29,7 +29,7 @@ from subscribers.models import Status
 from testkit.processes import child_env
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import SAMPLE_POST
-from tests.redis_db import redis_url
+from testkit.redis_db import redis_url
 
 BROKER = redis_url()
 SECRET = "test-secret-for-worker-tests-long-enough"

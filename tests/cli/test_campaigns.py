@@ -17,7 +17,7 @@ from mailer.store.ledger import Campaign, Delivery
 from subscribers import store
 from subscribers.models import Status
 from tests.cli.conftest import Cli, cells, ok, refused
-from tests.redis_db import redis_url
+from testkit.redis_db import redis_url
 
 POST = "---\ntitle: Operator weekly\n---\nHello, with [a link](https://example.org/story).\n"
 AUDIENCE = ["ann@example.org", "bob@example.org", "cy@example.org"]
