@@ -37,7 +37,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mailer.errors import ConfigError
+from mailer.errors import ConfigError, MailerError
 from mailer.headers import check_header_text
 from mailer.langtag import is_language_tag
 
@@ -72,6 +72,18 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _optional_https_url(value: str) -> str:
+    if value and (urlsplit(value).scheme != "https" or not urlsplit(value).hostname):
+        raise ValueError("must be an https:// URL (mail clients block http: images), or empty")
+    return value
+
+
+def _hex_color(value: str) -> str:
+    if value and not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        raise ValueError(f"must be a colour written #rrggbb, such as #0b63c5, not {value!r}")
+    return value.lower()
 
 
 def _header_text(value: str) -> str:
@@ -117,6 +129,14 @@ def _timezone(value: str) -> str:
     return value
 
 
+def _database_url(value: str) -> str:
+    """The store's own rule for the URLs it runs on (imported here: SQLAlchemy is heavy,
+    and a command such as `mailer preview` never opens a database)."""
+    from mailer.store.dialect import database_url
+
+    return database_url(value)
+
+
 class Settings(BaseSettings):
     """The service's settings; field names are the lower-case ``MAILER_*`` names."""
 
@@ -140,6 +160,12 @@ class Settings(BaseSettings):
     # so that opening the email does not tell a font host about the reader.
     font_url: str = ""
     font_family: str = ""
+    # The email's masthead: the publication's name set as a heading above the post, or its
+    # logo (an https image; the name is its alt text), which implies the masthead.
+    masthead: bool = False
+    logo_url: Annotated[str, AfterValidator(_optional_https_url)] = ""
+    # The brand colour of links and buttons, as #rrggbb; empty: the theme's.
+    accent_color: Annotated[str, AfterValidator(_hex_color)] = ""
 
     posts_dir: Path = Path("posts")
     # The operator's own templates, searched before the built-in ones.
@@ -158,7 +184,8 @@ class Settings(BaseSettings):
     # none, the connecting address is the client's. Set it only to your own proxy's address.
     trusted_proxies: str = ""
 
-    database_url: str = "sqlite:///mailer.db"
+    # sqlite:///FILE or postgresql://… (postgres://, as hosts give it, means the same).
+    database_url: Annotated[str, AfterValidator(_database_url)] = "sqlite:///mailer.db"
     # Empty: tasks run inline in the calling process (the embedded default).
     broker_url: str = ""
     backend: Literal["outbox", "sendgrid", "smtp"] = "outbox"
@@ -178,6 +205,9 @@ class Settings(BaseSettings):
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     smtp_username: str = ""
     smtp_password: str = ""
+    # SMTP connections a process sends one batch over at once, kept open between batches
+    # (servers limit connections per client, often to a handful: stay under that).
+    smtp_connections: int = Field(default=2, ge=1, le=20)
     # DKIM signing of SMTP mail: on when a private key file is set. The domain: empty, the
     # From address's (what DMARC aligns with); `mailer dns` prints the record to publish.
     dkim_private_key_file: Path | None = None
@@ -194,6 +224,9 @@ class Settings(BaseSettings):
     feedback_sender_id: str = Field(default="newsletter", pattern=r"^[A-Za-z0-9._-]{5,15}$")
     # The DNS server `mailer dns --check` asks ("127.0.0.1:5353"); empty: the system's.
     dns_resolver: str = ""
+    # Addresses (comma-separated) that every `mailer send --test-to` copy also goes to:
+    # the operator's own inboxes at several mailbox providers.
+    seed_list: Annotated[list[str], NoDecode] = []
 
     # Open pixel and click redirects (a campaign can also be sent without them).
     tracking: bool = True
@@ -238,6 +271,9 @@ class Settings(BaseSettings):
     bounce_imap_security: Literal["ssl", "starttls", "none"] = "ssl"
     bounce_imap_username: str = ""
     bounce_imap_password: str = ""
+    # A CA certificate file (PEM) to trust for the IMAP server's, beside the system's: for
+    # a server whose certificate your own CA signed. Empty: the system's CAs only.
+    bounce_imap_ca_file: str = ""
     bounce_imap_folder: str = "INBOX"
     # Where read reports go (never deleted), and those that are no bounce or complaint.
     bounce_done_folder: str = "Processed"
@@ -265,6 +301,26 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("seed_list", mode="before")
+    @classmethod
+    def _split_seeds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("seed_list")
+    @classmethod
+    def _seed_addresses(cls, value: list[str]) -> list[str]:
+        from subscribers.addresses import normalize  # the one address rule (email-validator)
+
+        seeds = []
+        for raw in value:
+            try:
+                seeds.append(normalize(raw))
+            except MailerError as exc:
+                raise ValueError(f"{raw!r}: {exc}") from exc
+        return seeds
 
     @field_validator("secret_keys")
     @classmethod
@@ -401,6 +457,9 @@ class Publication:
     postal_address: str
     font_url: str
     font_family: str
+    masthead: bool
+    logo_url: str
+    accent_color: str
 
     @classmethod
     def of(cls, settings: Settings) -> Publication:
@@ -445,4 +504,22 @@ def _describe(error: Any, path: Path) -> str:
     where = env_name if env_name in os.environ else f"{field} in {path}"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown setting"
-    return f"{where}: {error['msg']} (got {error['input']!r})"
+    message = error["msg"]
+    if field in _CREDENTIALS:  # a URL's password or a key is not echoed to a log
+        return f"{where}: {message}"
+    return f"{where}: {message} (got {error['input']!r})"
+
+
+# Settings whose value may hold a password or a key.
+_CREDENTIALS = frozenset(
+    {
+        "database_url",
+        "broker_url",
+        "secret_keys",
+        "sendgrid_api_key",
+        "sendgrid_webhook_key",
+        "smtp_password",
+        "bounce_imap_password",
+        "stats_token",
+    }
+)

@@ -11,6 +11,7 @@ run counts it: all three build their statements from ``in_audience``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
@@ -118,7 +119,9 @@ def add_chunk(session: Session, campaign: Campaign, size: int) -> int:
         "batch_size": campaign.batch_size,
         "chunk": size,
     }
-    return session.execute(_FILL_CHUNK, params).rowcount
+    # Session.execute's stubs say Result, but an INSERT's is a CursorResult, with a rowcount
+    # (SQLAlchemy's own docs say so; sqlalchemy/sqlalchemy#9185).
+    return cast(CursorResult[Any], session.execute(_FILL_CHUNK, params)).rowcount
 
 
 def readers(

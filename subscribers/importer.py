@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from mailer.errors import InvalidAddress, MailerError, UnsafeHeaderValue
 from mailer.headers import header_text_problem
+from mailer.store.dialect import analyze
 from subscribers.addresses import normalize
-from subscribers.models import Status
+from subscribers.models import Status, Subscriber
 from subscribers.sources import (
     GONE,
     PENDING,
@@ -165,8 +166,7 @@ def _refresh_statistics(sessions: sessionmaker) -> None:
     """Without fresh statistics PostgreSQL plans the next send's keyset pages as if the
     table were tiny, and streaming a million subscribers takes minutes, not seconds."""
     with sessions.begin() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("ANALYZE subscribers"))
+        analyze(session.connection(), Subscriber.metadata.tables[Subscriber.__tablename__])
 
 
 def _delimiter(first: str) -> str:
@@ -181,7 +181,7 @@ def _delimiter(first: str) -> str:
 def _header(path: Path, reader: Any) -> Layout:
     """Which tool's export this is, and where our fields are in it."""
     try:
-        names = next(reader, [])
+        names: list[str] = next(reader, [])
     except csv.Error as exc:
         raise MailerError(f"{path}:1: the header cannot be read as CSV ({exc})") from exc
     if reader.line_num > 1:

@@ -2,8 +2,8 @@
 
 Row by row, an import of a million addresses spent most of its time in the driver
 (parameter arrays built in Python) and in round trips. Here the good rows stream into
-``import_rows`` (PostgreSQL: ``COPY`` through psycopg, while the file is still being
-read; SQLite: ``executemany`` of plain tuples), and then, whole-file:
+``import_rows`` (``mailer.store.dialect.stream_rows``: ``COPY`` on PostgreSQL, while the
+file is still being read; ``executemany`` of plain tuples on SQLite), and then, whole-file:
 
 1. rows that say an address left the old tool (unsubscribed, cleaned, blocked) go into
    the suppression list, and subscribers already here with that address are taken off;
@@ -12,7 +12,8 @@ read; SQLite: ``executemany`` of plain tuples), and then, whole-file:
 3. one ``INSERT … SELECT`` in file order adds the rest (``ON CONFLICT DO NOTHING``: the
    first row of an address wins, later ones are repeats, and a form submission racing
    the import is fine). On SQLite it goes in slices of ``SLICE`` lines, each committed,
-   so the web app's writes are never held up for long; on PostgreSQL in one.
+   so the web app's writes are never held up for long (``commits_in_slices``); on
+   PostgreSQL in one.
 
 Step 1 comes first, so a departure anywhere in the file wins over a subscription
 anywhere in it. Temporary tables are the connection's own: nothing is left behind.
@@ -26,9 +27,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Connection, bindparam, text
+from sqlalchemy import JSON, Column, Connection, MetaData, Table, Text, bindparam, text
 
 from mailer.store.db import UTCDateTime
+from mailer.store.dialect import (
+    BIG_ROWID,
+    analyze,
+    bulk_memory,
+    commits_in_slices,
+    stream_rows,
+    temporary,
+)
 from subscribers.sources import GONE
 
 __all__ = ["Counts", "StagedRow", "Staging"]
@@ -36,36 +45,28 @@ __all__ = ["Counts", "StagedRow", "Staging"]
 # (line, email, email_hash, name, tags as JSON, consent_at, confirmed_at, consent_ip, outcome)
 StagedRow = tuple[int, str, str, str, str, dt.datetime | None, dt.datetime | None, str, str]
 SLICE = 50_000  # SQLite: lines per committed insert
-# SQLite: the import's page cache (KiB). The default 2 MB thrashes on a million-entry
-# unique index; this is a fixed cost, whatever the file's size, and undone afterwards.
-SQLITE_CACHE_KIB = 65536
-COLUMNS = "line, email, email_hash, name, tags, consent_at, confirmed_at, consent_ip, outcome"
 _GONE = ", ".join(f"'{reason}'" for reason in GONE)
 _NOW = bindparam("now", type_=UTCDateTime())
 
-# One row per good line of the file. "line" is the physical line a row starts on: the key,
-# and the order in which the first of two rows for an address wins.
-_CREATE = {
-    # work_mem: the sorts and hashes over a million staged rows stay in memory, for this
-    # transaction only.
-    "postgresql": """
-        SET LOCAL work_mem = '64MB';
-        CREATE TEMP TABLE import_rows (
-            line bigint PRIMARY KEY, email text NOT NULL, email_hash text NOT NULL,
-            name text NOT NULL, tags text NOT NULL, consent_at timestamptz,
-            confirmed_at timestamptz, consent_ip text NOT NULL, outcome text NOT NULL
-        ) ON COMMIT DROP
-    """,
-    "sqlite": """
-        CREATE TEMP TABLE import_rows (
-            line INTEGER PRIMARY KEY, email TEXT NOT NULL, email_hash TEXT NOT NULL,
-            name TEXT NOT NULL, tags TEXT NOT NULL, consent_at TEXT, confirmed_at TEXT,
-            consent_ip TEXT NOT NULL, outcome TEXT NOT NULL
-        )
-    """,
-}
-_STAGE_SQLITE = f"INSERT INTO import_rows ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_DROP_SQLITE = "DROP TABLE IF EXISTS temp.import_rows"
+# One row per good line of the file, this connection's own (its own metadata: no migration
+# or create_all sees it). "line" is the physical line a row starts on: the key, and the
+# order in which the first of two rows for an address wins. "tags" is the JSON text the
+# importer wrote, stored as it came.
+ROWS = Table(
+    "import_rows",
+    MetaData(),
+    Column("line", BIG_ROWID, primary_key=True, autoincrement=False),
+    Column("email", Text, nullable=False),
+    Column("email_hash", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("consent_at", UTCDateTime),
+    Column("confirmed_at", UTCDateTime),
+    Column("consent_ip", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="drop",
+)
 
 # 1. The file's departures join the suppression list (a reason already there stays) ...
 _SUPPRESS = text(
@@ -116,11 +117,12 @@ _COUNTS = text(
 
 # 3. The subscribers themselves, in file order. Rows whose own times are unknown get the
 # import's moment.
-_INSERT = f"""
+_INSERT = text(
+    f"""
     INSERT INTO subscribers (email, email_hash, name, tags, status, source, created_at,
         confirmed_at, consent_at, consent_ip, consent_user_agent, consent_source, consent_text,
         soft_bounces)
-    SELECT r.email, r.email_hash, r.name, {{tags}}, r.outcome, :source, :now,
+    SELECT r.email, r.email_hash, r.name, r.tags, r.outcome, :source, :now,
         CASE WHEN r.outcome = 'confirmed' THEN COALESCE(r.confirmed_at, r.consent_at, :now) END,
         COALESCE(r.consent_at, :now), r.consent_ip, '', :source, :consent_text, 0
     FROM import_rows r
@@ -128,11 +130,8 @@ _INSERT = f"""
         AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email_hash = r.email_hash)
     ORDER BY r.line
     ON CONFLICT (email_hash) DO NOTHING
-"""
-_INSERTS = {
-    "postgresql": text(_INSERT.format(tags="CAST(r.tags AS json)")).bindparams(_NOW),
-    "sqlite": text(_INSERT.format(tags="r.tags")).bindparams(_NOW),
-}
+    """
+).bindparams(_NOW)
 
 
 @dataclass
@@ -151,66 +150,33 @@ class Staging:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.dialect = connection.dialect.name
-        self._copy: Any = None  # psycopg's Copy, while the rows stream in
-        self._copying = ExitStack()  # the cursor and the COPY it runs
-        self._cache_kib: Any = None  # SQLite's page cache before the import
-        self._time = (
-            UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
-        )
+        self._open = ExitStack()  # the memory, the table, and (until finish) the rows' writer
+        self._writing = ExitStack()
+        self._write: Any = None
 
     def __enter__(self) -> Staging:
         connection = self.connection
-        if self.dialect == "sqlite":
-            connection.exec_driver_sql(_DROP_SQLITE)
-            self._cache_kib = connection.exec_driver_sql("PRAGMA cache_size").scalar()
-            connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        for statement in _CREATE[self.dialect].split(";"):
-            connection.exec_driver_sql(statement)
-        if self.dialect == "postgresql":
-            driver = connection.connection.driver_connection
-            cursor = self._copying.enter_context(driver.cursor())
-            statement = f"COPY import_rows ({COLUMNS}) FROM STDIN"
-            self._copy = self._copying.enter_context(cursor.copy(statement))
+        with ExitStack() as opening:
+            opening.enter_context(bulk_memory(connection))
+            opening.enter_context(temporary(connection, ROWS))
+            self._write = self._writing.enter_context(stream_rows(connection, ROWS))
+            opening.enter_context(self._writing)
+            self._open = opening.pop_all()
         return self
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         """A failed COPY is abandoned (the transaction with it); SQLite's table dropped."""
-        self._end_copy(kind, error, trace)
-        if self.dialect == "sqlite":
-            self.connection.exec_driver_sql(_DROP_SQLITE)
-            if self._cache_kib is not None:
-                self.connection.exec_driver_sql(f"PRAGMA cache_size = {int(self._cache_kib)}")
-
-    def _end_copy(self, kind: Any = None, error: Any = None, trace: Any = None) -> None:
-        if self._copy is not None:
-            self._copy = None
-            self._copying.__exit__(kind, error, trace)
+        self._open.__exit__(kind, error, trace)
 
     def add(self, rows: Iterable[StagedRow]) -> None:
         """Stage good rows (streamed into the COPY on PostgreSQL)."""
-        if self.dialect == "postgresql":
-            write = self._copy.write_row
-            for row in rows:
-                write(row)
-            return
-        time = self._time
-        staged = [
-            row
-            if row[5] is None and row[6] is None
-            else (*row[:5], time(row[5]), time(row[6]), *row[7:])
-            for row in rows
-        ]
-        if staged:
-            self.connection.exec_driver_sql(_STAGE_SQLITE, staged)
+        self._write(rows)
 
     def finish(self, source: str, consent_text: str, detail: str) -> Counts:
         """Suppress, count and add; on SQLite the slices are committed as they go."""
         connection = self.connection
-        sqlite = self.dialect == "sqlite"
-        if not sqlite:
-            self._end_copy()
-            connection.exec_driver_sql("ANALYZE import_rows")  # temp tables have no autovacuum
+        self._writing.close()  # the COPY ends here
+        analyze(connection, ROWS)
         now = dt.datetime.now(dt.UTC)
         counts = Counts()
         connection.execute(_SUPPRESS, {"now": now, "detail": detail})
@@ -219,14 +185,15 @@ class Staging:
         counts.taken_off = connection.execute(_TAKE_OFF, {"now": now}).rowcount
         gone, suppressed, wanted, existing, last = map(int, connection.execute(_COUNTS).one())
         counts.gone, counts.suppressed, counts.existing = gone, suppressed, existing
-        if sqlite:
+        sliced = commits_in_slices(connection)
+        if sliced:
             connection.commit()  # the suppressions first, whatever happens to the rest
         params = {"source": source, "consent_text": consent_text, "now": now}
-        step = SLICE if sqlite else max(last, 1)
+        step = SLICE if sliced else max(last, 1)
         for after in range(0, last, step):
             insert = {**params, "after": after, "upto": after + step}
-            counts.added += connection.execute(_INSERTS[self.dialect], insert).rowcount
-            if sqlite:
+            counts.added += connection.execute(_INSERT, insert).rowcount
+            if sliced:
                 connection.commit()
         # Rows neither added nor on the list before: later rows of an address this import
         # added (or, rarely, one a form added since the count).

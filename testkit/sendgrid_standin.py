@@ -60,8 +60,7 @@ class SendGridStandIn:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.server.server_port}"
 
     def __enter__(self) -> SendGridStandIn:
         self.thread.start()
@@ -151,6 +150,7 @@ class SendGridStandIn:
                     return
                 if standin.delay:
                     time.sleep(standin.delay)
+                headers: dict[str, str]
                 if self.path != "/v3/mail/send":
                     status, headers, payload = 404, {}, _errors("no such endpoint")
                 else:

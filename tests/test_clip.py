@@ -86,3 +86,22 @@ def test_a_frozen_shortened_edition_keeps_its_web_version(write_post, renderer) 
     frozen = Edition.from_dict(json.loads(json.dumps(edition.to_dict())))
     assert frozen == edition and frozen.moved[0].anchor == "section-1"
     assert frozen.for_web().html == edition.web_html
+
+
+class CountingRenderer(Renderer):
+    """A renderer that counts its MJML compiles, the costly stage of shortening."""
+
+    compiles = 0
+
+    def compile(self, mjml_source: str, made_for: object) -> str:
+        self.compiles += 1
+        return super().compile(mjml_source, made_for)
+
+
+def test_shortening_compiles_the_email_few_times(write_post, settings: Settings) -> None:
+    renderer = CountingRenderer(settings)
+    edition = renderer.render(load_post(write_post(links_post(20, 20))))
+    assert edition.moved
+    # The whole email, the email without its body, and the cut its sizes point at: not a
+    # search that compiles one candidate email after another.
+    assert renderer.compiles <= 4

@@ -193,7 +193,7 @@ def test_events_clean_the_list_and_the_next_campaign_skips_it(
         html, text = content(request, "text/html"), content(request, "text/plain")
         for part in (html, text):
             assert "/o/" not in part and "/c/" not in part and "%%t%%" not in part
-        assert f'href="{LINKS[0]}"' in html and f"({LINKS[0]})" in text
+        assert f'href="{LINKS[0]}"' in html and f"[1] {LINKS[0]}" in text
         for personalization in request["personalizations"]:
             substitutions = personalization["substitutions"]
             assert set(substitutions) == {"%%unsubscribe_url%%"}  # one per reader

@@ -97,17 +97,32 @@ def test_a_remote_image_is_measured_once_then_from_the_cache(
     url, asked = image_server
     body = f"![Logo]({url}/logo.png)\n\n![Wide]({url}/wide.png)\n\n![Gone]({url}/missing.png)\n"
     cache = tmp_path / "sizes.json"
-    renderer = Renderer(settings, ImageSizes(cache))
+    renderer = Renderer(settings, ImageSizes(cache, fetch=True))
     assert widths(renderer, write_post, body) == ["300", "544", "544"]
     assert sorted(asked) == ["/logo.png", "/missing.png", "/wide.png"]
     # A new renderer (the next send) reads the cache: only the unknown image is asked again.
-    assert widths(Renderer(settings, ImageSizes(cache)), write_post, body) == ["300", "544", "544"]
+    assert widths(Renderer(settings, ImageSizes(cache, fetch=True)), write_post, body) == [
+        "300",
+        "544",
+        "544",
+    ]
     assert sorted(asked) == ["/logo.png", "/missing.png", "/missing.png", "/wide.png"]
 
 
 def test_nothing_is_fetched_but_http_and_https(write_post, settings, tmp_path) -> None:
-    sizes = ImageSizes(tmp_path / "sizes.json")
+    sizes = ImageSizes(tmp_path / "sizes.json", fetch=True)
     secret = tmp_path / "secret.png"
     secret.write_bytes(png(50, 50))
     assert sizes.size("", secret.as_uri(), tmp_path, deadline=float("inf")) is None
     assert not (tmp_path / "sizes.json").exists()
+
+
+def test_only_a_renderer_asked_to_fetch_goes_to_the_web(
+    write_post, settings: Settings, image_server
+) -> None:
+    url, asked = image_server
+    body = f"![Logo]({url}/logo.png)\n"
+    assert widths(Renderer(settings), write_post, body) == ["544"] and asked == []
+    assert widths(Renderer(settings, fetch_images=True), write_post, body) == ["300"]
+    # What preview measured serves every later render, which still asks nothing.
+    assert widths(Renderer(settings), write_post, body) == ["300"] and asked == ["/logo.png"]

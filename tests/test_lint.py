@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from mailer.config import Settings
-from mailer.content.lint import CLIP_LIMIT, lint
+from mailer.content.lint import CLIP_LIMIT, group_findings, lint
 from mailer.content.post import load_post
 from mailer.edition import Edition
 
@@ -83,3 +83,24 @@ def test_render_findings_come_first_with_their_line(write_post, renderer, with_a
     findings = lint(renderer.render(load_post(post)), with_address)
     assert [(f.code, f.line) for f in findings] == [("unsafe-link", 3)]
     assert str(findings[0]).startswith("error [unsafe-link] line 3: removed a javascript: link")
+
+
+def test_findings_of_a_kind_are_one_line_with_their_count_and_lines(
+    write_post, renderer, settings
+) -> None:
+    images = "\n\n".join(f"![](https://cdn.example/{n}.png)" for n in range(30))
+    path = write_post(
+        f"---\ntitle: T\n---\nIntro.\n\n{images}\n\n![ok](https://cdn.example/ok.png)\n"
+    )
+    post = load_post(path)
+    groups = group_findings(lint(renderer.render(post), settings, post))
+    assert [(g.code, len(g.findings)) for g in groups] == [
+        ("missing-alt", 30),
+        ("no-postal-address", 1),
+    ]
+    # The images are on lines 6, 8, …, 64 of the file; twelve are written out.
+    assert groups[0].lines == list(range(6, 65, 2))
+    assert str(groups[0]).startswith(
+        "error [missing-alt] ×30: lines 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, … (18 more): "
+        "first: an image without alt text (https://cdn.example/0.png)"
+    )

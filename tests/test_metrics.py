@@ -28,9 +28,9 @@ from mailer.config import Settings
 from mailer.runtime import Runtime
 from mailer.sending.dispatch import CeleryQueue, InlineQueue, progress, start
 from testkit.processes import child_env
+from testkit.redis_db import redis_url
 from tests.event_support import WebhookKey, new_campaign, post_events, seed, sg_event, write_post
 from tests.live_server import LiveServer, server_factory
-from testkit.redis_db import redis_url
 
 start_server = server_factory()
 BROKER = redis_url()

@@ -24,9 +24,9 @@ from click.testing import CliRunner
 from mailer.cli import main
 from mailer.config import Settings
 from testkit.processes import ROOT, child_env
+from testkit.redis_db import redis_url
 from tests.conftest import SAMPLE_POST
 from tests.live_server import serve
-from testkit.redis_db import redis_url
 
 PROCFILE = ROOT / "Procfile"
 COMPOSE = ROOT / "compose.yaml"

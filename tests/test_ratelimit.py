@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from mailer.sending.ratelimit import LocalBucket, SendRate, make_bucket
-from tests.conftest import ROOT
 from testkit.redis_db import redis_url
+from tests.conftest import ROOT
 
 RATE = 40.0  # tokens a second; the capacity is one second's worth (batches of 1)
 CAPACITY = 40

@@ -11,6 +11,8 @@ read over real HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import os
 import re
 import subprocess
@@ -343,6 +345,11 @@ def test_cli_reconcile_and_stats(
         "bounces": "1",
         "complaints (marked as spam)": "0",
         "unsubscribes": "0",
+        "hard-bounce rate (readers whose address does not exist ÷ attempted; the brake stops "
+        "the send over 5.0% of at least 500)": "20.0%",
+        "complaint rate (readers who marked it as spam ÷ sent; the brake stops the send over "
+        "0.10% of at least 1,000)": "0.00%",
+        "reputation brake": "off",
     }
     top = [row for row in rows if len(row) == 3]
     assert top == [["clicks", "people", "link"], ["1", "1", LINKS[1]]]
@@ -487,7 +494,12 @@ def test_the_archive_shows_sent_editions_without_any_reader(
         assert hidden not in listing.text
 
     # What readers got had their own links in it; the web version has none of them.
-    mail = "\n".join(p.read_text("utf-8", "replace") for p in server.outbox.glob("*.eml"))
+    mail = "\n".join(
+        part.get_content()
+        for path in server.outbox.glob("*.eml")
+        for part in email.message_from_bytes(path.read_bytes(), policy=email.policy.default).walk()
+        if part.get_content_type() == "text/html"
+    )
     assert "/unsubscribe/" in mail and "/o/" in mail
 
     page = httpx.get(f"{server.url}/archive/archive-sent")
@@ -501,8 +513,8 @@ def test_the_archive_shows_sent_editions_without_any_reader(
     signer = Signer(server.settings.secret_keys)
     for subscriber_id in ids.values():
         assert signer.sign_ids(Purpose.UNSUBSCRIBE, subscriber_id) not in html
-    for email in READERS[:3]:
-        assert email not in html
+    for address in READERS[:3]:
+        assert address not in html
     assert f'href="{LINKS[0]}"' in html and f'href="{LINKS[1]}"' in html
     assert f'href="{server.url}/subscribe"' in html
     assert f'href="{server.url}/archive/archive-sent"' in html

@@ -115,7 +115,7 @@ def test_footnotes_are_numbered_without_in_page_links(write_post, renderer):
     assert "[1]</sup>" in edition.html
     assert 'href="#' not in edition.html
     assert "The source." in edition.html
-    assert "A claim.[1]" in edition.text and "[1] The source." in edition.text
+    assert "A claim.[^1]" in edition.text and "[^1] The source." in edition.text
 
 
 def test_strikethrough_and_linkify(write_post, renderer):

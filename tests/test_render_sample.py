@@ -16,6 +16,7 @@ from mailer.content.preview import build_preview
 from mailer.content.render import Renderer
 from mailer.edition import Edition
 from tests.conftest import SAMPLE_POST
+from tests.test_plaintext import unwrapped
 
 MARKDOWN = SAMPLE_POST.read_text("utf-8").split("---\n", 2)[2]
 POST_URL = "https://blog.example.org/posts/2026-02-06-ai-weekly/"
@@ -100,7 +101,7 @@ def test_every_heading_is_in_html_and_text(edition: Edition, page: _Page, headin
 @pytest.mark.parametrize("item", LIST_ITEMS)
 def test_every_list_item_is_in_html_and_text(edition: Edition, page: _Page, item: str) -> None:
     assert item in page.text
-    assert f"- {item}" in edition.text
+    assert f"- {item}" in unwrapped(edition.text)
 
 
 @pytest.mark.parametrize("phrase", BOLD)
@@ -116,7 +117,8 @@ def test_every_link_is_in_html_and_written_out_in_text(
     edition: Edition, page: _Page, text: str, url: str
 ) -> None:
     assert (url, text) in page.links
-    assert f"{text} ({url})" in edition.text
+    number = re.search(rf"^\[(\d+)\] {re.escape(url)}$", edition.text, re.MULTILINE)
+    assert number and f"{text} [{number[1]}]" in unwrapped(edition.text)
     assert url in [link.url for link in edition.links]
 
 

@@ -116,7 +116,7 @@ def site(site_template: Path, tmp_path: Path) -> Path:
 def test_dry_run_reports_the_audience_and_sends_nothing(site: Path) -> None:
     out = ok("send", "post.md", "--dry-run", cwd=site)
     assert "Would send “Operator weekly”" in out
-    assert "to 3 confirmed subscribers in 1 batches through outbox" in out
+    assert "to 3 confirmed subscribers in 1 batch through outbox" in out
     assert "Nothing was sent." in out
     assert outbox(site) == []
     assert query(site, "SELECT COUNT(*) FROM campaigns") == [(0,)]
@@ -171,7 +171,7 @@ def test_lint_errors_refuse_the_send_unless_forced(site: Path) -> None:
     refused = run("send", "bad.md", cwd=site)
     assert refused.returncode == 2
     assert "missing-alt" in refused.stdout
-    assert refused.stderr.startswith("error: bad.md: the linter found 1 error(s)")
+    assert refused.stderr.startswith("error: bad.md: the linter found 1 error; fix it")
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert outbox(site) == []
     assert query(site, "SELECT COUNT(*) FROM campaigns") == [(0,)]

@@ -35,8 +35,8 @@ from mailer.tokens import Purpose, Signer
 from mailer.web import create_app
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber
-from tests.live_server import LiveServer, confirm_link, server_factory, text_part
 from testkit.redis_db import redis_url
+from tests.live_server import LiveServer, confirm_link, server_factory, text_part
 
 start_server = server_factory()
 

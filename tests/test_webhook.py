@@ -202,6 +202,19 @@ def test_an_event_repeated_within_one_batch_is_stored_and_applied_once(
     assert response.json() == {"received": 2, "new": 1}
 
 
+def test_a_bounce_naming_no_campaign_beside_one_naming_ours_is_no_crash(
+    server: LiveServer, key: WebhookKey, sessions
+) -> None:
+    """Mail sent through the same SendGrid account by something else names no campaign."""
+    bounces = [
+        sg_event("bounce", "ada@example.org", "1-1", status="5.1.1", type="bounce"),
+        sg_event("bounce", "bob@example.org", status="5.1.1", type="bounce"),
+    ]
+    response = post_events(server.url, bounces, key)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 2, "new": 2}
+
+
 # ---------------------------------------------------------------- genuine but odd
 
 

@@ -27,9 +27,9 @@ from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, star
 from subscribers import store
 from subscribers.models import Status
 from testkit.processes import child_env
+from testkit.redis_db import redis_url
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import SAMPLE_POST
-from testkit.redis_db import redis_url
 
 BROKER = redis_url()
 SECRET = "test-secret-for-worker-tests-long-enough"

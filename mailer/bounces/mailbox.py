@@ -8,7 +8,8 @@ no bounce or complaint. Nothing is deleted but by the move itself (IMAP ``MOVE``
 record commits: a crash in between leaves the message to be read again, and its event id
 makes the second reading change nothing. Folders are created when missing. TLS
 (``ssl`` or ``starttls``) always, but to a loopback host (settings refuse plain IMAP
-beyond it).
+beyond it); the server's certificate is checked against the system's CAs and
+``MAILER_BOUNCE_IMAP_CA_FILE`` (a server with a certificate from its owner's own CA).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BounceMailbox:
     done_folder: str
     unparseable_folder: str
     timeout: float = 30.0
+    ca_file: str = ""  # trusted beside the system's CAs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BounceMailbox:
@@ -57,6 +59,7 @@ class BounceMailbox:
             settings.bounce_done_folder,
             settings.bounce_unparseable_folder,
             settings.delivery_timeout,
+            settings.bounce_imap_ca_file,
         )
 
     def fetch(
@@ -95,6 +98,14 @@ class BounceMailbox:
     def _connect(self) -> imaplib.IMAP4:
         where = f"{self.host}:{self.port}"
         context = ssl.create_default_context()
+        if self.ca_file:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"MAILER_BOUNCE_IMAP_CA_FILE {self.ca_file!r}: no PEM certificate to "
+                    f"read there ({exc})"
+                ) from exc
         try:
             if self.security == "ssl":
                 imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
@@ -124,11 +135,12 @@ class BounceMailbox:
 
     @staticmethod
     def _move(imap: imaplib.IMAP4, uid: bytes, folder: str, movable: bool) -> None:
+        number = uid.decode("ascii")  # the same bytes on the wire; imaplib's stubs take str
         if movable:
-            _ok(imap.uid("MOVE", uid, _quoted(folder)), f"move {uid!r}")
+            _ok(imap.uid("MOVE", number, _quoted(folder)), f"move {uid!r}")
             return
-        _ok(imap.uid("COPY", uid, _quoted(folder)), f"copy {uid!r}")
-        _ok(imap.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), f"flag {uid!r}")
+        _ok(imap.uid("COPY", number, _quoted(folder)), f"copy {uid!r}")
+        _ok(imap.uid("STORE", number, "+FLAGS", "(\\Deleted)"), f"flag {uid!r}")
 
 
 def _capabilities(imap: imaplib.IMAP4) -> set[bytes]:

@@ -147,8 +147,8 @@ def _delivery_status(message: Message) -> tuple[Kind, str, str, str, str] | None
     for part in message.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
-        blocks = part.get_payload()
-        if not isinstance(blocks, list) or not blocks:
+        blocks = _inner(part)
+        if not blocks:
             return None
         reporter = _clean(blocks[0].get("Reporting-MTA", "")).partition(";")[2].strip()
         recipients = [b for b in blocks[1:] if b.get("Action")] or [
@@ -193,11 +193,12 @@ def _failure_kind(status: str) -> Kind:
 def _feedback_fields(message: Message) -> Message | None:
     for part in message.walk():
         if part.get_content_type() == "message/feedback-report":
-            payload = part.get_payload()
-            if isinstance(payload, list):  # parsed as a message of its own
-                return payload[0] if payload else None
-            body = part.get_payload(decode=True) or b""
-            return email.message_from_bytes(body.lstrip(), policy=email.policy.compat32)
+            inner = _inner(part)
+            if inner is not None:  # parsed as a message of its own
+                return inner[0] if inner else None
+            body = part.get_payload(decode=True)
+            data = body if isinstance(body, bytes) else b""
+            return email.message_from_bytes(data.lstrip(), policy=email.policy.compat32)
     return None
 
 
@@ -224,8 +225,8 @@ def _all_text(message: Message) -> str:
     chunks: list[str] = []
     size = 0
     for part in message.walk():
-        inner = part.get_payload()
-        if part.get_content_maintype() == "message" and isinstance(inner, list):
+        inner = _inner(part)
+        if part.get_content_maintype() == "message" and inner is not None:
             # A quoted original (its headers; walk() goes on into its body) or DSN fields.
             for item in inner:
                 chunks.append("".join(f"{name}: {value}\n" for name, value in item.items()))
@@ -240,6 +241,15 @@ def _all_text(message: Message) -> str:
         if size > 1_000_000:
             break
     return "\n".join(chunks)
+
+
+def _inner(part: Message) -> list[Message] | None:
+    """The messages a part holds (a ``message/*`` part's are parsed as messages of their
+    own), or None when it holds text."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return None
+    return [item for item in payload if isinstance(item, Message)]
 
 
 def _addresses(values: list[str]) -> list[str]:

@@ -20,13 +20,23 @@ MAX_MESSAGE = 10 * 1024 * 1024
 
 @click.group()
 def bounces() -> None:
-    """Bounces and complaints from the bounce mailbox (for the SMTP backend)."""
+    """Bounces and complaints from the bounce mailbox (for the SMTP backend).
+
+    \b
+    Example:
+      mailer bounces fetch
+    """
 
 
 @bounces.command()
 @click.pass_obj
 def fetch(ctx: Context) -> None:
-    """Read the bounce mailbox (MAILER_BOUNCE_IMAP_*) and file each message away."""
+    """Read the bounce mailbox (MAILER_BOUNCE_IMAP_*) and file each message away.
+
+    \b
+    Example:
+      mailer bounces fetch
+    """
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("Reading the bounce mailbox", total=None)
         outcomes = fetch_bounces(
@@ -40,7 +50,12 @@ def fetch(ctx: Context) -> None:
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.pass_obj
 def ingest(ctx: Context, source: Path) -> None:
-    """Read one message from SOURCE (a file, or - for standard input), e.g. from a pipe."""
+    """Read one message from SOURCE (a file, or - for standard input), e.g. from a pipe.
+
+    \b
+    Example:
+      mailer bounces ingest - < bounce.eml
+    """
     if str(source) == "-":
         data = sys.stdin.buffer.read(MAX_MESSAGE + 1)
     else:

@@ -10,34 +10,42 @@ from sqlalchemy import select
 
 from mailer.cli import Context, console
 from mailer.cli.send import explain_unsettled, follow_campaign, print_summary
-from mailer.cli.terminal import shown
+from mailer.cli.terminal import Format, format_option, print_listing, print_table, shown
 from mailer.sending import brake, dispatch, telemetry
 from mailer.store.ledger import Campaign
 
 
 @click.group()
 def campaigns() -> None:
-    """List, inspect, pause, resume and cancel campaigns."""
+    """List, inspect, pause, resume and cancel campaigns.
+
+    \b
+    Examples:
+      mailer campaigns list
+      mailer campaigns show 3 --follow
+    """
 
 
 @campaigns.command("list")
 @click.option("--limit", default=20, show_default=True)
+@format_option
 @click.pass_obj
-def list_(ctx: Context, limit: int) -> None:
-    """The latest campaigns."""
+def list_(ctx: Context, limit: int, fmt: Format) -> None:
+    """The latest campaigns, newest first, with when a scheduled one goes out.
+
+    \b
+    Examples:
+      mailer campaigns list
+      mailer campaigns list --limit 100 --format json
+    """
     with ctx.sessions() as session:
         rows = list(session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(limit)))
-    table = Table("id", "post", "status", "recipients", "created (UTC)", "finished (UTC)")
-    for c in rows:
-        table.add_row(
-            str(c.id),
-            shown(c.slug),
-            shown(c.status),
-            f"{c.recipients:,}",
-            f"{c.created_at:%Y-%m-%d %H:%M}",
-            f"{c.finished_at:%Y-%m-%d %H:%M}" if c.finished_at else "",
-        )
-    console.print(table)
+    columns = ("id", "post", "status", "recipients", "created (UTC)", "sends at (UTC)")
+    listing = [
+        (c.id, c.slug, str(c.status), c.recipients, c.created_at, c.scheduled_at, c.finished_at)
+        for c in rows
+    ]
+    print_listing(console, fmt, (*columns, "finished (UTC)"), listing)
 
 
 @campaigns.command()
@@ -45,7 +53,12 @@ def list_(ctx: Context, limit: int) -> None:
 @click.option("--follow", is_flag=True, help="Watch it until it stops sending.")
 @click.pass_obj
 def show(ctx: Context, campaign_id: int, follow: bool) -> None:
-    """Where a campaign stands: every recipient's state, counted."""
+    """Where a campaign stands: every recipient's state, counted.
+
+    \b
+    Example:
+      mailer campaigns show 3 --follow
+    """
     p = dispatch.progress(ctx, campaign_id)
     with ctx.sessions() as session:
         brake_state = brake.describe(session, ctx.settings, campaign_id)
@@ -65,7 +78,7 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
         ("reputation brake", brake_state),
     ):
         table.add_row(label, value)
-    console.print(table)
+    print_table(console, table)
     explain_unsettled(ctx, campaign_id, p)
     if follow:
         follow_campaign(ctx, campaign_id, f"campaign {campaign_id}")
@@ -75,7 +88,12 @@ def show(ctx: Context, campaign_id: int, follow: bool) -> None:
 @click.argument("campaign_id", type=int)
 @click.pass_obj
 def pause(ctx: Context, campaign_id: int) -> None:
-    """Stop handing out batches; batches in flight finish."""
+    """Stop handing out batches; batches in flight finish.
+
+    \b
+    Example:
+      mailer campaigns pause 3
+    """
     dispatch.pause(ctx, campaign_id)
     telemetry.steered(campaign_id, "paused")
     console.print(
@@ -88,7 +106,12 @@ def pause(ctx: Context, campaign_id: int) -> None:
 @click.option("--force", is_flag=True, help="Go on past the reputation brake.")
 @click.pass_obj
 def resume(ctx: Context, campaign_id: int, force: bool) -> None:
-    """Send what is still queued (never what was sent or is unknown)."""
+    """Send what is still queued (never what was sent or is unknown).
+
+    \b
+    Example:
+      mailer campaigns resume 3
+    """
     if ctx.settings.broker_url:
         dispatch.check_broker(ctx.settings.broker_url)
     with ctx.sessions.begin() as session:
@@ -103,7 +126,12 @@ def resume(ctx: Context, campaign_id: int, force: bool) -> None:
 @click.confirmation_option(prompt="Cancel this campaign? Queued recipients will not get it.")
 @click.pass_obj
 def cancel(ctx: Context, campaign_id: int) -> None:
-    """Stop a campaign for good."""
+    """Stop a campaign for good: its queued readers do not get it.
+
+    \b
+    Example:
+      mailer campaigns cancel 3 --yes
+    """
     dispatch.cancel(ctx, campaign_id)
     telemetry.steered(campaign_id, "cancelled")
     console.print(f"Campaign {campaign_id} cancelled.")
@@ -118,7 +146,12 @@ def cancel(ctx: Context, campaign_id: int) -> None:
 )
 @click.pass_obj
 def reconcile(ctx: Context, campaign_id: int, resend: bool | None) -> None:
-    """Settle unknown deliveries from the provider's events, then by policy."""
+    """Settle unknown deliveries from the provider's events, then by policy.
+
+    \b
+    Example:
+      mailer campaigns reconcile 3 --resend
+    """
     window = dt.timedelta(seconds=ctx.settings.unknown_window_seconds)
     queue = dispatch.make_queue(ctx)
     done = dispatch.reconcile(ctx, campaign_id, queue, resend, unknown_window=window)

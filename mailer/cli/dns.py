@@ -33,7 +33,13 @@ _STYLE = {"ok": "green", "missing": "red", "wrong": "red", "unknown": "yellow"}
 )
 @click.pass_obj
 def dns(ctx: Context, check_: bool, nameserver: str | None) -> None:
-    """Print the DNS records that let receivers trust this sender (SPF, DKIM, DMARC, MX)."""
+    """Print the DNS records that let receivers trust this sender (SPF, DKIM, DMARC, MX).
+
+    \b
+    Examples:
+      mailer dns
+      mailer dns --check    # are they published?
+    """
     settings = ctx.settings
     found = findings(settings)
     for finding in found:

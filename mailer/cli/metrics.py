@@ -18,7 +18,12 @@ from mailer.metrics import registry
 
 @click.group()
 def metrics() -> None:
-    """Prometheus metrics without the web app."""
+    """Prometheus metrics without the web app.
+
+    \b
+    Example:
+      mailer metrics serve --port 9464
+    """
 
 
 @metrics.command()
@@ -33,7 +38,9 @@ def metrics() -> None:
 def serve(ctx: Context, host: str, port: int) -> None:
     """Serve the counters in MAILER_METRICS_DIR at http://HOST:PORT/metrics.
 
-    Example: MAILER_METRICS_DIR=/run/mailer-metrics mailer metrics serve --port 9464
+    \b
+    Example:
+      MAILER_METRICS_DIR=/run/mailer-metrics mailer metrics serve --port 9464
     """
     folder = ctx.settings.metrics_dir
     if folder is None:

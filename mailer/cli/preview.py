@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mailer.cli import Context, console
-from mailer.cli.terminal import printable, shown
-from mailer.content.lint import CLIP_LIMIT
+from mailer.cli.terminal import finding_text, printable, shown
+from mailer.content.lint import CLIP_LIMIT, group_findings
 from mailer.content.preview import Preview, build_preview, serve_preview, write_preview
 
 
@@ -41,7 +41,13 @@ def preview(
     port: int,
     strict: bool,
 ) -> None:
-    """Render POST as readers will get it, write it out and report what would hurt them."""
+    """Render POST as readers will get it, write it out and report what would hurt them.
+
+    \b
+    Examples:
+      mailer preview posts/2026-02-06-ai-weekly.md --open
+      mailer preview posts/2026-02-06-ai-weekly.md --serve    # reloads as you edit
+    """
     settings = ctx.settings
     result = build_preview(post, settings)
     html_path, text_path = write_preview(result, out_dir or settings.preview_dir)
@@ -97,7 +103,5 @@ def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:
     console.print(table)
     if not result.findings:
         console.print("[green]No lint findings.[/]")
-    for finding in result.findings:
-        color = "red" if finding.severity == "error" else "yellow"
-        rest = str(finding).removeprefix(finding.severity)
-        console.print(Text.assemble((finding.severity, color), printable(rest)))
+    for group in group_findings(result.findings):
+        console.print(finding_text(group))

@@ -15,15 +15,16 @@ from sqlalchemy.exc import OperationalError
 
 from mailer.cli import Context, console
 from mailer.cli.progress import CampaignBar
-from mailer.cli.terminal import printable, shown
+from mailer.cli.terminal import finding_text, plural, printable, shown
 from mailer.clock import utcnow
-from mailer.content.lint import lint
+from mailer.config import Settings, refuse_local_defaults
+from mailer.content.lint import group_findings, lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
 from mailer.delivery import POLICY_REFUSAL
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.edition import Edition
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import MailerError
 from mailer.sending.batch import BatchResult, pause_with_error
 from mailer.sending.dispatch import (
     Progress,
@@ -38,6 +39,7 @@ from mailer.sending.dispatch import (
 from mailer.store.ledger import Campaign, CampaignState, Delivery, DeliveryState
 from subscribers import audience
 from subscribers.addresses import normalize
+from subscribers.models import Subscriber
 
 FOLLOW_INTERVAL = 1.0
 # Watching must not slow the send: counting a million-row ledger takes 0.1–0.2 s of the
@@ -47,6 +49,8 @@ FOLLOW_COST_SHARE = 0.05
 # before it gives up; the send itself goes on without the watch.
 FOLLOW_PATIENCE = 120.0
 UNSETTLED_EXIT = 3
+# Addresses a dry run names before "… and N more" (--list names them all).
+DRY_RUN_SHOWN = 5
 
 
 @click.command()
@@ -56,8 +60,18 @@ UNSETTLED_EXIT = 3
     "when",
     help="Send later: an ISO time, e.g. 2026-12-04T09:00 (zone: MAILER_SEND_TIMEZONE).",
 )
-@click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
-@click.option("--test-to", metavar="EMAIL", help="Send one test copy to EMAIL only.")
+@click.option(
+    "--dry-run", is_flag=True, help="Say who would get it and what would stop it; send nothing."
+)
+@click.option(
+    "--list", "list_all", is_flag=True, help="With --dry-run: every address, not the first few."
+)
+@click.option(
+    "--test-to",
+    metavar="EMAIL[,EMAIL…]",
+    multiple=True,
+    help="Send a test copy to these addresses (and MAILER_SEED_LIST) only; repeatable.",
+)
 @click.option("--follow", is_flag=True, help="Watch the send until it ends.")
 @click.option("--force", is_flag=True, help="Send even if the linter finds errors.")
 @click.option(
@@ -76,7 +90,8 @@ def send(
     post: Path,
     when: str | None,
     dry_run: bool,
-    test_to: str | None,
+    list_all: bool,
+    test_to: tuple[str, ...],
     follow: bool,
     force: bool,
     again: bool,
@@ -87,32 +102,37 @@ def send(
     Exit status 3 when the send (inline, or watched with --follow) ended `unsettled`:
     some readers' requests got no answer, so whether they got it is not known yet.
 
-    Example: mailer send posts/2026-02-06-ai-weekly.md --follow
+    \b
+    Examples:
+      mailer send posts/2026-02-06-ai-weekly.md --dry-run    # who would get it
+      mailer send posts/2026-02-06-ai-weekly.md --test-to me@example.org,you@example.org
+      mailer send posts/2026-02-06-ai-weekly.md --at 2026-02-06T09:00 --follow
     """
     settings = ctx.settings
+    # A mistyped time is refused before the post is even read: nothing has started.
+    at = _parse_when(when, settings.send_timezone) if when else None
     loaded = load_post(post)
-    edition = Renderer(settings).render(loaded)
+    edition = Renderer(settings, fetch_images=True).render(loaded)
     findings = lint(edition, settings, loaded)
     errors = [f for f in findings if f.severity == "error"]
-    for finding in errors:
-        console.print(f"[red]error[/] {shown(finding)}")
-    if errors and not (force or dry_run):
-        raise MailerError(
-            f"{post}: the linter found {len(errors)} error(s); fix them or use --force"
-        )
+    for group in group_findings(errors):
+        console.print(finding_text(group))
+    lint_refusal = (
+        f"{post}: the linter found {plural(len(errors), 'error')}; "
+        f"fix {'it' if len(errors) == 1 else 'them'} or use --force"
+        if errors and not force
+        else ""
+    )
     if test_to:
-        _send_test(ctx, edition, test_to)
+        _send_test(ctx, edition, _test_addresses(test_to, settings))
         return
     if dry_run:
-        _dry_run(ctx, post, edition, again=again)
+        refusals = [lint_refusal] if lint_refusal else []
+        _dry_run(ctx, post, edition, again=again, list_all=list_all, refusals=refusals)
         return
-    unsafe = settings.unsafe_local_defaults()
-    if settings.backend != "outbox" and unsafe:
-        raise ConfigError(
-            f"refusing to send through {settings.backend} with local defaults for "
-            f"{', '.join(unsafe)}: readers' links would not work or could be forged"
-        )
-    at = _parse_when(when, settings.send_timezone) if when else None
+    if lint_refusal:
+        raise MailerError(lint_refusal)
+    refuse_local_defaults(settings, campaign=True)
     _preflight(ctx)
     campaign, new = create_campaign(ctx, edition, post, tracking, again=again)
     inline = not settings.broker_url
@@ -255,7 +275,7 @@ def print_summary(ctx: Context, campaign_id: int, in_flight: int = 0) -> Progres
     """The campaign's counts (returned); ``in_flight``: rows a stopped sender left in flight."""
     p = progress(ctx, campaign_id)
     console.print(
-        f"Campaign {campaign_id} ({shown(p.status)}): {p.recipients:,} recipients — "
+        f"Campaign {campaign_id} ({shown(p.status)}): {plural(p.recipients, 'recipient')} — "
         f"sent {p.sent:,}, failed {p.failed:,}, unknown {p.unknown:,}, skipped {p.skipped:,}, "
         f"still queued {p.queued + p.sending:,}; backend {ctx.settings.backend}"
         + (f" ({ctx.settings.outbox_dir}/)" if ctx.settings.backend == "outbox" else "")
@@ -287,13 +307,20 @@ def print_summary(ctx: Context, campaign_id: int, in_flight: int = 0) -> Progres
 
 
 def _parse_when(when: str, zone: str) -> dt.datetime:
+    """``--at`` in UTC; a time already past is refused (a mistyped year would send now)."""
     try:
         moment = dt.datetime.fromisoformat(when)
     except ValueError as exc:
         raise MailerError(f"--at {when!r}: use an ISO time such as 2026-12-04T09:00") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(zone))
-    return moment.astimezone(dt.UTC)
+    moment = moment.astimezone(dt.UTC)
+    if moment <= utcnow():
+        raise MailerError(
+            f"--at {when!r} is in the past ({moment:%Y-%m-%d %H:%M} UTC): give a later time, "
+            "or leave --at out to send now"
+        )
+    return moment
 
 
 def _wait_until(at: dt.datetime) -> None:
@@ -322,9 +349,18 @@ def _has_campaign_already(post: Path, campaign: Campaign) -> str:
     )
 
 
-def _dry_run(ctx: Context, post: Path, edition: Edition, *, again: bool) -> None:
+def _dry_run(
+    ctx: Context,
+    post: Path,
+    edition: Edition,
+    *,
+    again: bool,
+    list_all: bool,
+    refusals: list[str],
+) -> None:
     """What `mailer send POST` (with ``again``) would do now, doing none of it: the same
-    campaign it would find, and the audience by the rule the send fills its ledger by."""
+    campaign it would find, the audience by the rule the send fills its ledger by, and
+    what would refuse to start it."""
     campaign = campaign_of(ctx, edition.slug)
     if campaign is not None and campaign.status == CampaignState.CANCELLED and again:
         campaign = None  # a new campaign, to the readers the cancelled one did not reach
@@ -342,35 +378,88 @@ def _dry_run(ctx: Context, post: Path, edition: Edition, *, again: bool) -> None
     if campaign is not None and campaign.status != CampaignState.DRAFT:
         console.print(f"{_has_campaign_already(post, campaign)} Nothing was sent.")
         return
+    campaign_id = campaign.id if campaign else None
     with ctx.sessions() as session:
-        readers = audience.count(session, edition.slug, campaign.id if campaign else None)
+        readers = audience.count(session, edition.slug, campaign_id)
+        query = (
+            select(Subscriber.email)
+            .where(audience.in_audience(edition.slug, campaign_id))
+            .order_by(Subscriber.id)
+        )
+        addresses = list(session.scalars(query if list_all else query.limit(DRY_RUN_SHOWN)))
     batches = -(-readers // ctx.settings.batch_size)
     console.print(
-        f"Would send “{shown(edition.subject)}” ({edition.size / 1000:.1f} KB) to {readers:,} "
-        f"confirmed subscribers in {batches:,} batches through {ctx.settings.backend}. "
-        "Nothing was sent."
+        f"Would send “{shown(edition.subject)}” ({edition.size / 1000:.1f} KB) to "
+        f"{plural(readers, 'confirmed subscriber')} in {plural(batches, 'batch')} "
+        f"through {ctx.settings.backend}:"
     )
+    for address in addresses:
+        console.print(f"  {shown(address)}")
+    if readers > len(addresses):
+        console.print(f"  … and {readers - len(addresses):,} more (--list names them all)")
+    for refusal in refusals + _refusals(ctx):
+        console.print(f"[red]The send would be refused:[/] {shown(refusal)}")
+    console.print("Nothing was sent.")
 
 
-def _send_test(ctx: Context, edition: Edition, to: str) -> None:
+def _refusals(ctx: Context) -> list[str]:
+    """Why `mailer send` would stop before starting a campaign, checked as it checks."""
+    try:
+        refuse_local_defaults(ctx.settings, campaign=True)
+        _preflight(ctx)
+    except MailerError as exc:
+        return [str(exc)]
+    return []
+
+
+def _test_addresses(given: tuple[str, ...], settings: Settings) -> list[str]:
+    """The --test-to addresses (repeated, or comma-separated) and the seed list, each
+    once, in the order given."""
+    addresses: dict[str, None] = {}
+    for option in given:
+        for raw in option.split(","):
+            if raw.strip():
+                addresses[normalize(raw)] = None
+    if not addresses:
+        raise MailerError("--test-to: give at least one address")
+    addresses.update(dict.fromkeys(settings.seed_list))
+    return list(addresses)
+
+
+def _send_test(ctx: Context, edition: Edition, addresses: list[str]) -> None:
+    """One test copy to each of ``addresses``, as one batch; no campaign, no ledger."""
     settings = ctx.settings
-    to = normalize(to)
-    envelope = Envelope(
-        email=to,
-        name="",
-        key=f"test-{edition.slug}-{int(time.time())}",
-        unsubscribe_url=f"{settings.public_url}/unsubscribe/test",
-        view_url=f"{settings.public_url}/archive/{edition.slug}",
+    key = f"test-{edition.slug}-{int(time.time())}"
+    envelopes = tuple(
+        Envelope(
+            email=address,
+            name="",
+            key=f"{key}-{n}",
+            unsubscribe_url=f"{settings.public_url}/unsubscribe/test",
+            view_url=f"{settings.public_url}/archive/{edition.slug}",
+        )
+        for n, address in enumerate(addresses)
     )
     batch = Batch(
         subject=f"[Test] {edition.subject}",
         html=edition.html,
         text=edition.text,
         sender=Sender(settings.sender_email, settings.sender_name),
-        envelopes=(envelope,),
+        envelopes=envelopes,
     )
-    outcomes = ctx.backend.send(batch)
-    if not outcomes or outcomes[0].status != "sent":
-        reason = outcomes[0].error if outcomes else "the server said to try later"
-        raise MailerError(f"the test copy to {to} was not sent: {printable(reason)}")
-    console.print(f"Sent a test copy to {to} through {settings.backend}. No campaign was created.")
+    outcomes = {outcome.key: outcome for outcome in ctx.backend.send(batch)}
+    sent, failed = [], []
+    for envelope in envelopes:
+        outcome = outcomes.get(envelope.key)
+        if outcome is not None and outcome.status == "sent":
+            sent.append(shown(envelope.email))
+        else:
+            reason = outcome.error if outcome else "the server said to try later"
+            failed.append(f"{envelope.email} ({printable(reason)})")
+    if sent:
+        console.print(
+            f"Sent a test copy to {', '.join(sent)} through {settings.backend}. "
+            "No campaign was created."
+        )
+    if failed:
+        raise MailerError(f"test copies not sent: {'; '.join(failed)}")

@@ -15,7 +15,15 @@ from mailer.web import create_app
 @click.option("--port", default=8000, show_default=True)
 @click.pass_obj
 def serve(ctx: Context, host: str, port: int) -> None:
-    """Serve the web app with uvicorn."""
+    """Serve the web app with uvicorn.
+
+    The pages readers use: subscribe, confirm, unsubscribe, the archive.
+
+    \b
+    Examples:
+      mailer serve                          # http://127.0.0.1:8000/
+      mailer serve --host 0.0.0.0 --port 8080  # behind your proxy
+    """
     settings = ctx.settings
     refuse_local_defaults(settings, web_app=True, host=host)
     app = create_app(ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from mailer.cli import Context, console
-from mailer.cli.terminal import printable, shown
+from mailer.cli.terminal import Format, format_option, print_listing, print_table, printable, shown
 from mailer.errors import MailerError
 from subscribers import store
 from subscribers.importer import import_csv
@@ -32,7 +33,13 @@ _consent_option = click.option(
 
 @click.group()
 def subscribers() -> None:
-    """Manage subscribers: add, import, export, look up, unsubscribe, erase."""
+    """Manage subscribers: add, import, export, look up, unsubscribe, erase.
+
+    \b
+    Examples:
+      mailer subscribers list --status confirmed
+      mailer subscribers add ada@example.com --consent-source 'signup sheet'
+    """
 
 
 def _get(ctx: Context, email: str) -> Subscriber:
@@ -60,7 +67,12 @@ def add(
     consent_text: str,
     pending: bool,
 ) -> None:
-    """Add EMAIL (confirmed, unless --pending)."""
+    """Add EMAIL (confirmed, unless --pending).
+
+    \b
+    Example:
+      mailer subscribers add ada@example.com --name Ada --consent-source 'Berlin meetup'
+    """
     consent = store.Consent(source=consent_source, text=consent_text)
     status = Status.PENDING if pending else Status.CONFIRMED
     with ctx.sessions.begin() as session:
@@ -187,6 +199,10 @@ class _OnFirstWrite:
 def export(ctx: Context, status: str | None, out: Path | None, raw: bool) -> None:
     """Export subscribers as CSV, streamed a page at a time.
 
+    \b
+    Example:
+      mailer subscribers export --status confirmed --out subscribers.csv
+
     A value a spreadsheet would run as a formula (it starts with = + - @, a tab or a
     carriage return) gets a leading ' unless --raw. On a terminal, control characters
     are shown escaped.
@@ -235,29 +251,31 @@ def _pages(ctx: Context, status: str | None, page: int = 1000) -> Iterator[Subsc
 @subscribers.command("list")
 @click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
 @click.option("--limit", default=50, show_default=True)
+@format_option
 @click.pass_obj
-def list_(ctx: Context, status: str | None, limit: int) -> None:
-    """Show subscribers, oldest first."""
-    table = Table("id", "email", "name", "status", "created", "source")
-    for listed, subscriber in enumerate(_pages(ctx, status, page=min(limit, 1000))):
-        if listed == limit:
-            break
-        table.add_row(
-            str(subscriber.id),
-            shown(subscriber.email),
-            shown(subscriber.name),
-            shown(subscriber.status),
-            subscriber.created_at.strftime("%Y-%m-%d %H:%M"),
-            shown(subscriber.source),
-        )
-    console.print(table)
+def list_(ctx: Context, status: str | None, limit: int, fmt: Format) -> None:
+    """Show subscribers, oldest first (whole addresses, also through a pipe).
+
+    \b
+    Examples:
+      mailer subscribers list --status pending
+      mailer subscribers list --limit 1000 --format csv > some.csv
+    """
+    subscribers = itertools.islice(_pages(ctx, status, page=min(limit, 1000)), limit)
+    rows = ((s.id, s.email, s.name, str(s.status), s.created_at, s.source) for s in subscribers)
+    print_listing(console, fmt, ("id", "email", "name", "status", "created (UTC)", "source"), rows)
 
 
 @subscribers.command()
 @click.argument("email")
 @click.pass_obj
 def show(ctx: Context, email: str) -> None:
-    """Everything about one subscriber, with their consent record."""
+    """Everything about one subscriber, with their consent record.
+
+    \b
+    Example:
+      mailer subscribers show ada@example.com
+    """
     with ctx.sessions() as session:
         data = store.gdpr_export(session, email)
     if data["subscriber"] is None and data["suppression"] is None:
@@ -267,7 +285,7 @@ def show(ctx: Context, email: str) -> None:
         table.add_row(key, shown(value if value is not None else ""))
     if suppression := data["suppression"]:
         table.add_row("suppressed", shown(f"{suppression['reason']} since {suppression['since']}"))
-    console.print(table)
+    print_table(console, table)
     for event in data["activity"][-10:]:
         console.print(shown(f"  {event['at']}  {event['kind']}  {event['detail'] or ''}"))
 
@@ -275,21 +293,31 @@ def show(ctx: Context, email: str) -> None:
 @subscribers.command()
 @click.pass_obj
 def count(ctx: Context) -> None:
-    """How many subscribers in each status."""
+    """How many subscribers in each status.
+
+    \b
+    Example:
+      mailer subscribers count
+    """
     with ctx.sessions() as session:
         counts = store.count_by_status(session)
     table = Table("status", "subscribers")
     for status, number in counts.items():
         table.add_row(shown(status), f"{number:,}")
     table.add_row("total", f"{sum(counts.values()):,}", style="bold")
-    console.print(table)
+    print_table(console, table)
 
 
 @subscribers.command()
 @click.argument("email")
 @click.pass_obj
 def unsubscribe(ctx: Context, email: str) -> None:
-    """Unsubscribe EMAIL for good (it joins the suppression list)."""
+    """Unsubscribe EMAIL for good (it joins the suppression list).
+
+    \b
+    Example:
+      mailer subscribers unsubscribe ada@example.com
+    """
     with ctx.sessions.begin() as session:
         subscriber = store.find(session, email)
         if subscriber is None:
@@ -302,7 +330,12 @@ def unsubscribe(ctx: Context, email: str) -> None:
 @click.argument("email")
 @click.pass_obj
 def remove(ctx: Context, email: str) -> None:
-    """Delete EMAIL added by mistake (suppressions stay; use unsubscribe to stop mail)."""
+    """Delete EMAIL added by mistake (suppressions stay; use unsubscribe to stop mail).
+
+    \b
+    Example:
+      mailer subscribers remove ada@example.com
+    """
     with ctx.sessions.begin() as session:
         removed = store.remove(session, email)
     if not removed:
@@ -314,7 +347,12 @@ def remove(ctx: Context, email: str) -> None:
 @click.argument("email")
 @click.pass_obj
 def gdpr_export(ctx: Context, email: str) -> None:
-    """Print everything held about EMAIL as JSON (control characters as \\u escapes)."""
+    """Print everything held about EMAIL as JSON (control characters as \\u escapes).
+
+    \b
+    Example:
+      mailer subscribers gdpr-export ada@example.com > ada.json
+    """
     with ctx.sessions() as session:
         data = store.gdpr_export(session, email)
     text = json.dumps(data, ensure_ascii=False, indent=2)
@@ -327,7 +365,12 @@ def gdpr_export(ctx: Context, email: str) -> None:
 @click.confirmation_option(prompt="Erase every personal detail of this address?")
 @click.pass_obj
 def erase(ctx: Context, email: str) -> None:
-    """Erase EMAIL's personal data; only a hash stays, so it is never imported again."""
+    """Erase EMAIL's personal data; only a hash stays, so it is never imported again.
+
+    \b
+    Example:
+      mailer subscribers erase ada@example.com
+    """
     with ctx.sessions.begin() as session:
         found = store.erase(session, email)
     who = shown(email)

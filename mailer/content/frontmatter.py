@@ -148,8 +148,8 @@ def _meta_block(path: Path, text: str) -> FrontMatter | None:
             return None
     if not meta.keys() & _META_KEYS:
         return None
-    line = head.count("\n") + 3 if blank else 1
-    return FrontMatter(meta, body, line, "metadata block found (Pelican style)", "Title: …")
+    body_line = head.count("\n") + 3 if blank else 1
+    return FrontMatter(meta, body, body_line, "metadata block found (Pelican style)", "Title: …")
 
 
 def _lower(meta: dict[Any, Any]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ MJML draws an image as wide as the column unless told a width. The width is the 
 post gives (``![QR](qr.png){width=240}``), else the image's own: read from the file next
 to the post, or from the first bytes of a remote image (fetched once, with a timeout and
 a cap on what is read, then kept in an on-disk cache). Never wider than the image itself:
-upscaling blurs it.
+upscaling blurs it. Only ``fetch=True`` goes to the web: preview and campaign creation ask
+for it; tests, the web app's requests and any other render read the cache alone.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
 class ImageSizes:
     """Sizes of images, known from disk, a cache file or the web."""
 
-    def __init__(self, cache_file: Path | None, *, fetch: bool = True) -> None:
+    def __init__(self, cache_file: Path | None, *, fetch: bool = False) -> None:
         self.cache_file = cache_file
         self.fetch = fetch
         self._opener = urllib.request.build_opener(_WebOnlyRedirects())

@@ -6,28 +6,37 @@ also catch what a template or an override introduced.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from mailer.config import Settings
 from mailer.content.post import Post
-from mailer.content.textwidth import display_width
+from mailer.content.textwidth import cut, display_width
 from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER, Edition, Finding
 from mailer.headers import header_text_problem
 
-__all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "lint"]
+__all__ = ["CLIP_LIMIT", "SUBJECT_WIDTH", "FindingGroup", "group_findings", "lint"]
 
 # Gmail hides everything after about 102 KB of HTML behind "[Message clipped]".
 CLIP_LIMIT = 102_000
 # Columns of a subject that phones show before cutting it (CJK characters count two).
 SUBJECT_WIDTH = 60
 _PLACEHOLDERS = (UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER)
+# Lines of a group of findings written out; the rest are counted.
+SHOWN_LINES = 12
 
 
-def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list[Finding]:
+def lint(
+    edition: Edition,
+    settings: Settings,
+    post: Post | None = None,
+    last_preheader: str | None = None,
+) -> list[Finding]:
     """Every finding for ``edition``: those of loading ``post`` (when given) and of rendering
-    first, then those of the HTML."""
+    first, then those of the HTML; ``last_preheader`` is the last sent issue's (last_issue.py)."""
     findings = _check_post(post) if post else []
     findings.extend(edition.findings)
     size = edition.size
@@ -59,8 +68,10 @@ def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list
     scanner.close()
     for href in scanner.hrefs:
         findings.extend(_check_link(href))
+    places = _ImageLines(post)
     for src, alt in scanner.images:
-        findings.extend(_check_image(src, alt))
+        line = places.line_of(src)
+        findings.extend(dataclasses.replace(f, line=line) for f in _check_image(src, alt))
 
     findings.extend(_check_header_text(edition))
     width = display_width(edition.subject)
@@ -70,6 +81,13 @@ def lint(edition: Edition, settings: Settings, post: Post | None = None) -> list
     if not edition.preheader:
         message = "no preheader: add 'preheader:' to the front matter or open with a paragraph"
         findings.append(Finding("warning", "missing-preheader", message))
+    elif last_preheader and " ".join(edition.preheader.split()) == " ".join(last_preheader.split()):
+        message = (
+            f"the preheader is the same as the last issue's (“{cut(edition.preheader, 60)}”): "
+            "readers see the same inbox preview every week; write this issue's own 'preheader:' "
+            "in the front matter"
+        )
+        findings.append(Finding("warning", "same-preheader", message))
     if not settings.postal_address:
         message = (
             "no postal address in the footer (the law asks for one): set MAILER_POSTAL_ADDRESS"
@@ -150,3 +168,61 @@ class _Scanner(HTMLParser):
             self.hrefs.append(str(values["href"]))
         elif tag == "img":
             self.images.append((str(values.get("src") or ""), values.get("alt")))
+
+
+class _ImageLines:
+    """The line of the post each image of the HTML is written on, so that a finding about
+    it says where: the first line not yet taken that names the image's file."""
+
+    def __init__(self, post: Post | None) -> None:
+        lines = post.body.split("\n") if post else []
+        self.lines = list(enumerate(lines, post.body_line if post else 1))
+        self.taken: set[int] = set()
+
+    def line_of(self, src: str) -> int | None:
+        name = unquote(PurePosixPath(urlsplit(src).path).name)
+        if not name:
+            return None
+        for number, text in self.lines:
+            if number not in self.taken and name in unquote(text):
+                self.taken.add(number)
+                return number
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class FindingGroup:
+    """The findings of one kind, counted, with the lines they are on: a post with 44 images
+    without alt text gets one line of output, not 44."""
+
+    severity: str
+    code: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def lines(self) -> list[int]:
+        return sorted({f.line for f in self.findings if f.line})
+
+    def __str__(self) -> str:
+        first = self.findings[0]
+        if len(self.findings) == 1:
+            return str(first)
+        lines = self.lines
+        where = ""
+        if lines:
+            shown = ", ".join(str(n) for n in lines[:SHOWN_LINES])
+            more = f", … ({len(lines) - SHOWN_LINES} more)" if len(lines) > SHOWN_LINES else ""
+            where = f" line{'s' if len(lines) > 1 else ''} {shown}{more}:"
+        same = all(f.message == first.message for f in self.findings)
+        example = first.message if same else f"first: {first.message}"
+        return f"{self.severity} [{self.code}] ×{len(self.findings)}:{where} {example}"
+
+
+def group_findings(findings: Iterable[Finding]) -> list[FindingGroup]:
+    """Findings grouped by kind (code and severity), errors first, each kind in the order
+    it first appears."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.severity, finding.code), []).append(finding)
+    ordered = sorted(groups.items(), key=lambda item: item[0][0] != "error")
+    return [FindingGroup(severity, code, tuple(found)) for (severity, code), found in ordered]

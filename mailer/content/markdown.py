@@ -84,21 +84,26 @@ def inline_text(token: Token) -> str:
     return "".join(parts)
 
 
+class _LinksKept(MarkdownIt):
+    """A parser that keeps unsafe links, so that ``to_blocks`` can report and drop them."""
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
 class EmailMarkdown:
     """A Markdown parser set up for email, with the theme's inline styles."""
 
     def __init__(self, styles: dict[str, str]) -> None:
         self.styles = styles
         self.md = (
-            MarkdownIt("commonmark", {"linkify": True, "html": True})
+            _LinksKept("commonmark", {"linkify": True, "html": True})
             .enable(["table", "strikethrough", "linkify"])
             .use(footnote_plugin)
             # ![QR code](qr.png){width=240}: the only attributes a post may set.
             .use(attrs_plugin, after=("image",), allowed=("width", "height"))
             .use(anchors_plugin, min_level=1, max_level=int(SECTION_LEVELS[-1][1]))
         )
-        # Unsafe links are kept by the parser so that to_blocks can report and drop them.
-        self.md.validateLink = lambda url: True
         for name, rule in _email_rules(styles).items():
             self.md.add_render_rule(name, rule)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import watchfiles
 
 from mailer.config import Settings
+from mailer.content.last_issue import last_sent_preheader
 from mailer.content.lint import lint
 from mailer.content.post import load_post
 from mailer.content.render import Renderer
@@ -50,12 +51,14 @@ class Preview:
 def build_preview(post_path: Path, settings: Settings, renderer: Renderer | None = None) -> Preview:
     """Load, render, personalise and lint one post."""
     post = load_post(post_path)
-    edition = (renderer or Renderer(settings)).render(post)
+    # Preview is where remote images are measured (once, then cached for the send).
+    edition = (renderer or Renderer(settings, fetch_images=True)).render(post)
     html, text = edition.personalize(
         unsubscribe_url=f"{settings.public_url}/unsubscribe/preview",
         view_url=f"{settings.public_url}/archive/{edition.slug}",
     )
-    return Preview(edition, html, text, lint(edition, settings, post))
+    previous = last_sent_preheader(settings, edition.slug)  # None without a store
+    return Preview(edition, html, text, lint(edition, settings, post, previous))
 
 
 def write_preview(preview: Preview, out_dir: Path) -> tuple[Path, Path]:

@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from html import unescape
+from typing import Any
 from urllib.parse import quote, urljoin
 
 import mjml
 from markupsafe import Markup
 
 from mailer.config import Publication, Settings
-from mailer.content.images import ImageSizes
+from mailer.content.images import TIMEOUT, ImageSizes
 from mailer.content.language import detect_lang
 from mailer.content.lean import lean
 from mailer.content.markdown import Block, EmailMarkdown, Parsed, Section
 from mailer.content.plaintext import to_text, underline
 from mailer.content.post import Post
 from mailer.content.preheader import PADDING, choose_preheader
-from mailer.content.shorten import BUDGET, Cut, delivered_size, shorten
+from mailer.content.shorten import BUDGET, Cut, Estimate, delivered_size, shorten
 from mailer.content.templating import Templates
 from mailer.edition import (
     UNSUBSCRIBE_PLACEHOLDER,
@@ -45,6 +47,8 @@ _LINK = re.compile(r'<a\b[^>]*?\shref="([^"]*)"[^>]*>(.*?)</a>', re.DOTALL)
 _IMG = re.compile(r"<img\b[^>]*>")
 _ATTR = re.compile(r'\s(src|alt)="([^"]*)"')
 _TAG = re.compile(r"<[^>]+>")
+_COLOR = re.compile(r"(?<![-\w])color:[^;]*")  # "color:…", not "background-color:…"
+LOGO_WIDTH = 200  # pixels at most of the masthead's logo
 
 
 @dataclass
@@ -62,15 +66,25 @@ class Body:
 
 class Renderer:
     def __init__(
-        self, settings: Settings, image_sizes: ImageSizes | None = None, budget: int = BUDGET
+        self,
+        settings: Settings,
+        image_sizes: ImageSizes | None = None,
+        budget: int = BUDGET,
+        *,
+        fetch_images: bool = False,
     ) -> None:
+        """``fetch_images``: measure remote images over the web (preview, campaign creation);
+        otherwise only their cached sizes are used, and a render never waits on the network."""
         self.settings = settings
         self.publication = Publication.of(settings)
         self.templates = Templates(settings.templates_dir)
-        self.theme = self.templates.theme()
+        self.theme = _accented(self.templates.theme(), settings.accent_color)
         self.markdown = EmailMarkdown(self.theme.get("styles", {}))
-        self.images = image_sizes or ImageSizes(settings.data_dir / "image-sizes.json")
+        self.images = image_sizes or ImageSizes(
+            settings.data_dir / "image-sizes.json", fetch=fetch_images
+        )
         self.budget = budget  # bytes of HTML a reader may get (shorten.py)
+        self._logo_width_px: int | None = None
 
     def render(self, post: Post) -> Edition:
         body = self.prepare(post)
@@ -84,7 +98,12 @@ class Renderer:
             tried.append((cut, self._cut(body, cut)))
             return self._delivered_size(tried[-1][1], post)
 
-        cut = shorten(body.sections, size_of, self.budget)
+        first = body.sections[0].anchor
+        empty = self._cut(body, Cut([], body.sections, first))  # small: quick to compile
+        estimate = Estimate.of(
+            edition.html, empty, body.sections, self.settings.public_url, post.slug
+        )
+        cut = shorten(body.sections, size_of, self.budget, estimate)
         html = next((h for c, h in tried if c is cut), None) or self._cut(body, cut)
         moved = tuple(WebSection(s.title, s.anchor) for s in cut.moved)
         return replace(edition, html=html, web_html=edition.html, moved=moved)
@@ -119,7 +138,7 @@ class Renderer:
     def _cut(self, body: Body, cut: Cut) -> str:
         """The HTML of the email shortened to ``cut``, with its "continue reading" link."""
         blocks = self._blocks(body.parsed, body.post, cut)
-        continued = {
+        continued: dict[str, object] = {
             "url": Markup(
                 VIEW_PLACEHOLDER + ("#" + quote(cut.anchor, safe="") if cut.anchor else "")
             ),
@@ -160,8 +179,18 @@ class Renderer:
             "post_url": body.post_url,
             "unsubscribe_url": Markup(UNSUBSCRIBE_PLACEHOLDER),
             "view_url": Markup(VIEW_PLACEHOLDER),
+            "logo_width": self._logo_width(),
         }
         return self.templates.render("email/newsletter.mjml", **context), context
+
+    def _logo_width(self) -> int:
+        """The masthead logo's width: its own, at most ``LOGO_WIDTH``; measured once."""
+        logo = self.settings.logo_url
+        if self._logo_width_px is None:
+            deadline = time.monotonic() + TIMEOUT
+            own = self.images.size(logo, logo, self.settings.data_dir, deadline) if logo else None
+            self._logo_width_px = min(own[0], LOGO_WIDTH) if own else LOGO_WIDTH
+        return self._logo_width_px
 
     # Stage 3: MJML.
     def compile(self, mjml_source: str, made_for: object) -> str:
@@ -213,6 +242,16 @@ class Renderer:
         stack = (web, fonts.get("latin"), cjk, fonts.get("generic", "sans-serif"))
         # Markup: the single quotes around font names must not become &#39; in the attribute.
         return Markup(", ".join(f for f in stack if f).replace('"', "'"))
+
+
+def _accented(theme: dict[str, Any], accent: str) -> dict[str, Any]:
+    """The theme with links and buttons in the brand's colour (``MAILER_ACCENT_COLOR``)."""
+    if not accent:
+        return theme
+    styles = dict(theme.get("styles", {}))
+    styles["a"] = _COLOR.sub(f"color:{accent}", styles.get("a", "")) or f"color:{accent};"
+    colors = {**theme.get("colors", {}), "link": accent}
+    return {**theme, "colors": colors, "styles": styles}
 
 
 def _format_date(date: dt.date | None, fmt: str) -> str:

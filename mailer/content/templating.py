@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from mailer.content.spacing import Spaced
 from mailer.errors import TemplateError
 from mailer.langtag import is_language_tag
 
@@ -70,7 +71,10 @@ class Templates:
             names = (lang.split("-")[0], lang) if is_language_tag(lang) else ()
             for name in dict.fromkeys(names):
                 strings.update(self._toml(f"strings/{name}.toml") or {})
-            self._strings[lang] = strings
+            # Spaced: "订阅了 The Weekly" where a Latin name meets CJK text (spacing.py).
+            self._strings[lang] = {
+                k: Spaced(v) if isinstance(v, str) else v for k, v in strings.items()
+            }
         return self._strings[lang]
 
     def _toml(self, name: str) -> dict[str, Any] | None:

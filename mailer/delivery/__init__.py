@@ -88,6 +88,7 @@ def make_backend(settings: Settings, signer: Signer) -> Backend:
             dkim_key(settings),
             verp,
             identity,
+            settings.smtp_connections,
         )
     from mailer.delivery.outbox import OutboxBackend
 

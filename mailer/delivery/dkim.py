@@ -8,17 +8,23 @@ the date, the Message-ID, the list headers (both unsubscribe headers, ``List-Id`
 ``Feedback-ID`` (Gmail counts complaints by it only when it is signed). ``From`` is
 listed once more than it occurs ("over-signed"), so a second ``From`` added on the way
 breaks the signature instead of being shown to the reader.
+
+Each message is signed here (RFC 6376 rsa-sha256, relaxed/relaxed) with ``cryptography``'s
+RSA: dkimpy signs in pure Python, about 20 ms a message, which capped a send at a few
+dozen messages a second. dkimpy still checks the key at start, and verifies in the tests.
 """
 
 from __future__ import annotations
 
 import base64
-from email.parser import BytesHeaderParser
+import hashlib
+import re
+import time
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
@@ -46,9 +52,14 @@ class DkimKey:
             raise ConfigError(f"{setting}: {exc.strerror}") from exc
         self.selector = selector
         self.domain = domain.lower()
-        self.public_key = _public_key(self.key, setting)
+        self._private, self.public_key = _keys(self.key, setting)
         try:  # what dkimpy itself makes of the key, before a campaign depends on it
-            self.sign(b"From: check@example.org\r\nSubject: check\r\n\r\ncheck\r\n")
+            dkim.sign(
+                b"From: check@example.org\r\nSubject: check\r\n\r\ncheck\r\n",
+                self.selector.encode(),
+                self.domain.encode(),
+                self.key,
+            )
         except dkim.DKIMException as exc:
             problem = " ".join(str(exc).split())  # dkimpy's messages span lines
             raise ConfigError(
@@ -65,22 +76,62 @@ class DkimKey:
         return f"v=DKIM1; k=rsa; p={self.public_key}"
 
     def sign(self, message: bytes) -> bytes:
-        """The ``DKIM-Signature`` header (CRLF line ends) to put before ``message``."""
-        present = {name.lower() for name in BytesHeaderParser().parsebytes(message)}
-        names = [name.encode() for name in SIGNED_HEADERS if name in present] + [b"from"]
-        return dkim.sign(
-            message,
-            self.selector.encode(),
-            self.domain.encode(),
-            self.key,
-            canonicalize=(b"relaxed", b"relaxed"),  # survives a relay's refolding
-            include_headers=names,
-            linesep=b"\r\n",
+        """The ``DKIM-Signature`` header (CRLF line ends) to put before ``message``, whose
+        line ends are CRLF. Relaxed canonicalization: it survives a relay's refolding."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        fields = [
+            (line.partition(b":")[0].strip().lower().decode("ascii"), line)
+            for line in _FIELD_START.split(head)
+        ]
+        present = {name for name, _ in fields}
+        names = [name for name in SIGNED_HEADERS if name in present] + ["from"]
+        body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
+        tags = (
+            f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={self.domain}; s={self.selector};\r\n"
+            f" t={int(time.time())}; h={':'.join(names)};\r\n bh={body_hash};\r\n b="
+        ).encode("ascii")
+        signed = [_relaxed_header(line) + b"\r\n" for line in _chosen(fields, names)]
+        signed.append(_relaxed_header(b"DKIM-Signature: " + tags))  # no CRLF (RFC 6376 3.7)
+        signature = base64.b64encode(
+            self._private.sign(b"".join(signed), padding.PKCS1v15(), hashes.SHA256())
         )
+        folded = b"\r\n ".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+        return b"DKIM-Signature: " + tags + folded + b"\r\n"
 
 
-def _public_key(pem: bytes, setting: str) -> str:
-    """The key's public half as a DKIM ``p=`` value (base64 of SubjectPublicKeyInfo)."""
+# Where a header field starts: after a CRLF not followed by folding whitespace.
+_FIELD_START = re.compile(rb"\r\n(?![ \t])")
+_WSP = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+
+
+def _chosen(fields: list[tuple[str, bytes]], names: list[str]) -> list[bytes]:
+    """The header fields ``h=`` names, in its order: for a name listed again, the next
+    instance from the bottom up; none left (an over-signed name), nothing (RFC 6376 5.4.2)."""
+    left: dict[str, list[bytes]] = {}
+    for name, line in fields:
+        left.setdefault(name, []).append(line)
+    return [left[name].pop() for name in names if left.get(name)]
+
+
+def _relaxed_header(line: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, unfolded, runs of WSP one space, none around the
+    colon or at the end."""
+    name, _, value = line.partition(b":")
+    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
+    return name.strip(b" \t").lower() + b":" + value
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4: runs of WSP one space, none at a line's end, no empty lines at the
+    end, and a non-empty body ends with CRLF."""
+    body = _WSP.sub(b" ", body).replace(b" \r\n", b"\r\n").rstrip(b" \r\n")
+    return body + b"\r\n" if body else b""
+
+
+def _keys(pem: bytes, setting: str) -> tuple[rsa.RSAPrivateKey, str]:
+    """The private key, and its public half as a DKIM ``p=`` value (base64 of
+    SubjectPublicKeyInfo)."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError as exc:
@@ -104,7 +155,7 @@ def _public_key(pem: bytes, setting: str) -> str:
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return base64.b64encode(spki).decode("ascii")
+    return key, base64.b64encode(spki).decode("ascii")
 
 
 def dkim_key(settings: Settings) -> DkimKey | None:

@@ -12,6 +12,7 @@ out of a display name.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import email.policy
 import email.utils
@@ -19,6 +20,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from html import escape
@@ -30,6 +32,7 @@ from mailer.headers import check_header_text
 
 __all__ = [
     "Batch",
+    "Compiled",
     "Envelope",
     "Sender",
     "check_batch",
@@ -189,6 +192,148 @@ def to_bytes(batch: Batch, envelope: Envelope, identity: Identity | None = None)
     data = message.as_bytes()
     verify_header_block(data, message.keys())
     return data
+
+
+class Compiled:
+    """A Batch built once: the header lines every copy shares and the MIME frame around
+    the two parts, from one ``to_mime`` of a stand-in reader; ``to_bytes`` then splices
+    each reader's own headers (To, Date, Message-ID, List-Unsubscribe) and body parts in.
+
+    Building a message with the ``email`` package costs a thousand times what splicing
+    does; the result parses the same (``tests/test_smtp_splice.py`` compares them), and
+    every copy's header block is verified as ``to_bytes`` verifies it. A reader whose
+    headers the fast path cannot write as the ``email`` package would (a name that needs
+    quoting or encoding, an address outside plain ASCII) gets the ``email`` package's.
+    """
+
+    def __init__(self, batch: Batch, identity: Identity | None = None) -> None:
+        self.batch = batch
+        self.identity = identity
+        self._frames: dict[bool, _Frame] = {}  # by "is list mail" (has an unsubscribe link)
+
+    def to_bytes(self, envelope: Envelope) -> bytes:
+        """This reader's message as ``to_bytes`` would make it, header block verified.
+
+        Raises ``UnsafeHeaderValue`` for header text that could change the message."""
+        to = _plain_to(envelope)
+        if to is None:
+            return to_bytes(self.batch, envelope, self.identity)
+        frame = self._frame(bool(envelope.unsubscribe_url))
+        html, text = self.batch.personalize(envelope)
+        own = {  # each value with the space or fold after its colon
+            "To": " " + to,
+            "Date": " " + email.utils.format_datetime(datetime.now(UTC)),  # as `email` writes it
+            "Message-ID": " " + self.batch.message_id(envelope),
+        }
+        if envelope.unsubscribe_url:
+            own["List-Unsubscribe"] = _folded(
+                "List-Unsubscribe", list_headers(self.batch, envelope)["List-Unsubscribe"]
+            )
+        head = [
+            f"{name}:{own[name]}\r\n".encode() if name in own else shared
+            for name, shared in frame.head
+        ]
+        data = frame.join(head, (text, html))
+        verify_header_block(data, frame.names)
+        return data
+
+    def _frame(self, list_mail: bool) -> _Frame:
+        if list_mail not in self._frames:
+            stand_in = Envelope(
+                "reader@stand-in.invalid", "", "stand-in", "https://stand-in.invalid/" * list_mail
+            )
+            self._frames[list_mail] = _Frame.of(to_mime(self.batch, stand_in, self.identity))
+        return self._frames[list_mail]
+
+
+_PER_READER = frozenset({"To", "Date", "Message-ID", "List-Unsubscribe"})
+# A display name that is all atoms and an address the email package writes as it is given.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_MAX_LINE = 78  # the email package's policy.max_line_length, for the same choices
+
+
+def _folded(name: str, value: str) -> str:
+    """`` value`` of a list of ``<…>`` targets, folded as the email package folds it when it
+    can: on the next line when it fits there; else each target on a line of its own (the
+    email package would break a long link into encoded words, which list headers may not
+    hold)."""
+    if len(name) + 2 + len(value) <= _MAX_LINE:
+        return " " + value
+    if len(value) + 1 <= _MAX_LINE:
+        return "\r\n " + value
+    return " " + value.replace(", ", ",\r\n ")
+
+
+def _plain_to(envelope: Envelope) -> str | None:
+    """``Name <address>`` as the email package writes it, or None where it would quote,
+    encode or fold (the slow path does that)."""
+    name = reader_name(envelope)
+    if not (_PLAIN_NAME.fullmatch(name) and _PLAIN_ADDRESS.fullmatch(envelope.email)):
+        return None
+    value = f"{name} <{envelope.email}>" if name else envelope.email
+    return value if len(value) + len("To: ") <= _MAX_LINE else None
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """A built message cut into what every copy shares and what each reader fills."""
+
+    head: list[tuple[str, bytes]]  # (name, its shared line(s) with CRLF; b"" per reader)
+    names: list[str]
+    boundary: bytes
+    parts: list[list[tuple[str, bytes]]]  # each part's header lines
+
+    @classmethod
+    def of(cls, message: EmailMessage) -> _Frame:
+        head = [
+            (name, b"" if name in _PER_READER else line)
+            for name, line in _header_lines(message.as_bytes())
+        ]
+        parts = [_header_lines(part.as_bytes()) for part in message.iter_parts()]
+        # One boundary for every copy: the generator chose it not to occur in the content,
+        # and what a reader adds (links, tokens) cannot hold its run of "=" and digits.
+        boundary = message.get_boundary()
+        assert boundary is not None  # a multipart message has one once serialized
+        return cls(head, [n for n, _ in head], boundary.encode("ascii"), parts)
+
+    def join(self, head: list[bytes], contents: tuple[str, str]) -> bytes:
+        """The whole message: ``head`` (this reader's header lines), then each part."""
+        out = [*head, b"\r\n"]
+        for lines, content in zip(self.parts, contents, strict=True):
+            encoding, body = _encode(content)
+            out += [b"--", self.boundary, b"\r\n"]
+            for name, line in lines:
+                is_cte = name == "Content-Transfer-Encoding"
+                out.append(f"{name}: {encoding}\r\n".encode() if is_cte else line)
+            out += [b"\r\n", body, b"\r\n"]
+        out += [b"--", self.boundary, b"--\r\n"]
+        return b"".join(out)
+
+
+def _header_lines(data: bytes) -> list[tuple[str, bytes]]:
+    """(name, the header's line(s) with CRLF) for each header of a serialized message."""
+    block = data.partition(b"\r\n\r\n")[0]
+    lines = re.split(rb"\r\n(?![ \t])", block)  # one entry per header, its folding kept
+    return [(line.partition(b":")[0].decode("ascii"), line + b"\r\n") for line in lines]
+
+
+def _encode(content: str) -> tuple[str, bytes]:
+    """``content`` with CRLF line ends in the transfer encoding the email package would
+    choose (``set_content``'s heuristic, with binascii's encoders): unencoded when every
+    line is short (7bit, or 8bit for UTF-8), else the shorter of quoted-printable and base64
+    by the first ten lines."""
+    lines = content.encode("utf-8").splitlines()
+    if max((len(x) for x in lines), default=0) <= _MAX_LINE:
+        return "7bit" if content.isascii() else "8bit", b"\r\n".join(lines) + b"\r\n"
+    sniff = b"\n".join(lines[:10]) + b"\n"
+    if len(binascii.b2a_qp(sniff, istext=True)) > len(binascii.b2a_base64(sniff)):
+        encoded = binascii.b2a_base64(b"\r\n".join(lines) + b"\r\n", newline=False)
+        rows = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]  # as encodebytes
+        return "base64", b"\r\n".join(rows) + b"\r\n"
+    encoded = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True)
+    return "quoted-printable", encoded.replace(b"\n", b"\r\n")
 
 
 # A field name (RFC 5322: printable ASCII but the colon); a line of printable ASCII or tabs.

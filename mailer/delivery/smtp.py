@@ -1,30 +1,106 @@
-"""SMTP with ``smtplib``: one connection per batch, one message per reader.
+"""SMTP with ``smtplib``: a few persistent connections, one message per reader.
 
 Each reader gets the same message an outbox file holds (multipart/alternative,
-text first, list headers, a unique Message-ID), DKIM-signed with ``dkimpy`` when a
-key is configured, and sent from its own envelope sender when a bounce domain is
-(VERP, ``mailer.delivery.verp``), so that a bounce names the copy it is about. What the
-server answers about one reader (to RCPT TO, or to the message, which has that reader
-alone) is about that reader only: "later" (4xx) defers them, "never" (5xx) fails them,
-and a 5.1.x "no such address" is a hard bounce. What it answers about us (421
-"closing", our sender refused) ends the batch: what went out is recorded, the rest go
-back to the queue. Losing the connection mid-message makes that message ``unknown``.
+text first, list headers, a unique Message-ID), spliced from the batch built once
+(``message.Compiled``), DKIM-signed with ``dkimpy`` when a key is configured, and sent
+from its own envelope sender when a bounce domain is (VERP, ``mailer.delivery.verp``), so
+that a bounce names the copy it is about. What the server answers about one reader (to
+RCPT TO, or to the message, which has that reader alone) is about that reader only:
+"later" (4xx) defers them, "never" (5xx) fails them, and a 5.1.x "no such address" is a
+hard bounce. What it answers about us (421 "closing", our sender refused) ends the batch:
+what went out is recorded, the rest go back to the queue. Losing the connection
+mid-message makes that message ``unknown``.
+
+A batch goes out over up to ``MAILER_SMTP_CONNECTIONS`` connections at once (one thread
+each: the time goes into waiting for the server's answers), kept open for the next batch
+of this process. A kept connection the server has closed since (idle too long, or after
+as many messages as it takes on one connection) is found at MAIL FROM, before anything of
+the message went out, and is replaced at once; the count the server closed at is
+remembered, and later connections are renewed before they reach it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
+import socket
 import ssl
+import threading
+import weakref
+from collections.abc import Iterator
 
 from mailer.delivery import POLICY_REFUSAL, Outcome
 from mailer.delivery.dkim import DkimKey
 from mailer.delivery.identity import Identity
-from mailer.delivery.message import Batch, check_batch, to_bytes
+from mailer.delivery.message import Batch, Compiled, Envelope, check_batch
 from mailer.delivery.verp import Verp
 from mailer.errors import ConfigError, TransientDeliveryError, UnsafeHeaderValue
 
 __all__ = ["SmtpBackend"]
+
+
+class _Closed(Exception):
+    """The connection was closed (or is closing: 421) before the message's data went out."""
+
+
+class _Connection:
+    """One SMTP session and how many messages it has carried."""
+
+    def __init__(self, smtp: smtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.sent = 0
+        # Opened for the message at hand: if the server closes it at once, it means it.
+        self.fresh = True
+
+    def transaction(self, mail_from: str, rcpt: str, message: bytes) -> None:
+        """MAIL, RCPT, DATA for one reader; ``_Closed`` while nothing of the message has gone
+        out, smtplib's exceptions for an answer, ``OSError`` and ``SMTPServerDisconnected``
+        once it may have."""
+        smtp = self.smtp
+        try:
+            code, reply = smtp.mail(mail_from)
+            if code == 421:
+                raise _Closed(_reason(code, reply))
+            if code != 250:
+                self._reset()
+                raise smtplib.SMTPSenderRefused(code, reply, mail_from)
+            code, reply = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                self._reset()
+                raise smtplib.SMTPRecipientsRefused({rcpt: (code, reply)})
+            code, reply = smtp.docmd("data")
+        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            raise _Closed(str(exc)) from exc
+        if code != 354:
+            self._reset()
+            raise smtplib.SMTPDataError(code, reply)
+        # From here on the message may reach the server: a lost connection is "unknown".
+        smtp.send(_DOT.sub(b"..", message) + b".\r\n")  # the message ends with CRLF
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+        self.sent += 1
+
+    def _reset(self) -> None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            self.smtp.rset()  # if this fails, the next transaction finds the connection closed
+
+    def close(self) -> None:
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+
+
+def _drop(idle: list[_Connection]) -> None:
+    """Close the sockets of kept connections, without a word to the server."""
+    while idle:
+        idle.pop().smtp.close()
+
+
+# A line that starts with a dot gets one more (RFC 5321 4.5.2), as smtplib's data() does.
+_DOT = re.compile(rb"(?m)^\.")
 
 
 class SmtpBackend:
@@ -41,6 +117,7 @@ class SmtpBackend:
         dkim_key: DkimKey | None = None,
         verp: Verp | None = None,
         identity: Identity | None = None,
+        connections: int = 2,
     ) -> None:
         if username and not password:
             raise ConfigError("MAILER_SMTP_USERNAME is set: set MAILER_SMTP_PASSWORD too")
@@ -50,20 +127,34 @@ class SmtpBackend:
         self.dkim_key = dkim_key
         self.verp = verp
         self.identity = identity
+        self.connections = connections
+        self._idle: list[_Connection] = []  # open, between batches
+        # A backend dropped without close() (a Runtime's end, the process's) drops its sockets.
+        weakref.finalize(self, _drop, self._idle)
+        self._lock = threading.Lock()
+        # Messages the server took on one connection before it closed it; 0: no limit seen.
+        self.per_connection = 0
+        self.local_hostname = ""
 
-    def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+    def _connect(self) -> _Connection:
         try:
             if self.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=context
+                    self.host,
+                    self.port,
+                    self._local_hostname(),
+                    timeout=self.timeout,
+                    context=ssl.create_default_context(),
                 )
             else:
-                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                smtp = smtplib.SMTP(
+                    self.host, self.port, self._local_hostname(), timeout=self.timeout
+                )
                 if self.security == "starttls":
-                    smtp.starttls(context=context)
+                    smtp.starttls(context=ssl.create_default_context())
             if self.username:
                 smtp.login(self.username, self.password)
+            smtp.ehlo_or_helo_if_needed()
         except smtplib.SMTPAuthenticationError as exc:
             raise ConfigError(
                 f"SMTP login refused: check MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD ({exc})"
@@ -71,50 +162,138 @@ class SmtpBackend:
         except (OSError, smtplib.SMTPException) as exc:
             where = f"{self.host}:{self.port}"
             raise TransientDeliveryError(f"cannot reach the SMTP server {where}: {exc}") from exc
-        return smtp
+        return _Connection(smtp)
+
+    def _local_hostname(self) -> str:
+        """The name EHLO gives, looked up once (smtplib would ask DNS for every connection)."""
+        if not self.local_hostname:
+            self.local_hostname = socket.getfqdn()
+        return self.local_hostname
+
+    def _take(self) -> _Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _give_back(self, connection: _Connection) -> None:
+        with self._lock:
+            if len(self._idle) < self.connections:
+                connection.fresh = False
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        """Say goodbye (QUIT) on the kept connections and close them."""
+        with self._lock:
+            idle = self._idle[:]
+            self._idle.clear()
+        for connection in idle:
+            connection.close()
 
     def send(self, batch: Batch) -> list[Outcome]:
         check_batch(batch)  # before connecting: nothing of an unsafe batch goes out
-        smtp = self._connect()
-        outcomes: list[Outcome] = []
+        compiled = Compiled(batch, self.identity)
+        first = self._take()  # can we reach the server at all? (else the batch waits)
+        envelopes = iter(batch.envelopes)
+        outcomes: dict[str, Outcome] = {}
+        stop = threading.Event()
+        more = min(self.connections, len(batch.envelopes)) - 1
+        threads = [
+            threading.Thread(target=self._run, args=(None, compiled, envelopes, outcomes, stop))
+            for _ in range(more)
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            for envelope in batch.envelopes:
-                try:
-                    message = to_bytes(batch, envelope, self.identity)
-                except UnsafeHeaderValue as exc:
-                    outcomes.append(Outcome(envelope.key, "failed", error=f"not sent: {exc}"))
-                    continue
-                if self.dkim_key is not None:
-                    message = self.dkim_key.sign(message) + message
-                if self.verp is None:
-                    mail_from = batch.sender.email
-                else:
-                    mail_from = self.verp.sender_for(envelope.key)
-                try:
-                    smtp.sendmail(mail_from, [envelope.email], message)
-                except smtplib.SMTPRecipientsRefused as exc:
-                    code, text = exc.recipients.get(envelope.email, (550, b""))
-                    outcome = _refused(envelope.key, code, text)
-                except smtplib.SMTPDataError as exc:
-                    outcome = _refused(envelope.key, exc.smtp_code, exc.smtp_error)
-                except smtplib.SMTPSenderRefused as exc:  # our address: the same for everyone
-                    error = _reason(exc.smtp_code, exc.smtp_error)
-                    outcome = Outcome(envelope.key, "retry", error=error)
-                except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-                    # This one may or may not have gone out.
-                    outcome = Outcome(envelope.key, "unknown", error=f"connection lost: {exc}")
-                else:
-                    message_id = batch.message_id(envelope)
-                    outcome = Outcome(envelope.key, "sent", provider_id=message_id)
-                outcomes.append(outcome)
-                if outcome.status in ("retry", "unknown"):
-                    break  # the connection is gone or refuses us: the rest go back to the queue
+            self._run(first, compiled, envelopes, outcomes, stop)
         finally:
+            for thread in threads:
+                thread.join()
+        return [outcomes[e.key] for e in batch.envelopes if e.key in outcomes]
+
+    def _run(
+        self,
+        connection: _Connection | None,
+        compiled: Compiled,
+        envelopes: Iterator[Envelope],
+        outcomes: dict[str, Outcome],
+        stop: threading.Event,
+    ) -> None:
+        """Send the envelopes this thread takes over one connection (``None``: its own, and
+        none if it cannot open one: the other threads take the envelopes)."""
+        if connection is None:
             try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
-        return outcomes
+                connection = self._take()
+            except (TransientDeliveryError, ConfigError):
+                return
+        broken = False  # this connection failed us: closed, not kept
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    envelope = next(envelopes, None)
+                if envelope is None:
+                    break
+                kept, outcome = self._deliver(connection, compiled, envelope)
+                outcomes[envelope.key] = outcome
+                if kept is None or outcome.status in ("retry", "unknown"):
+                    stop.set()  # the server refuses us or the link is gone: the rest wait
+                    broken = True
+                    connection = kept
+                    break
+                connection = kept
+        finally:
+            if connection is not None and not broken:
+                self._give_back(connection)
+            elif connection is not None:
+                connection.close()
+
+    def _deliver(
+        self, connection: _Connection, compiled: Compiled, envelope: Envelope
+    ) -> tuple[_Connection | None, Outcome]:
+        """One reader's message, on ``connection`` or on the new one that replaces it when
+        the server closed it before this message; the connection to go on with."""
+        batch = compiled.batch
+        try:
+            message = compiled.to_bytes(envelope)
+        except UnsafeHeaderValue as exc:
+            return connection, Outcome(envelope.key, "failed", error=f"not sent: {exc}")
+        if self.dkim_key is not None:
+            message = self.dkim_key.sign(message) + message
+        mail_from = batch.sender.email if self.verp is None else self.verp.sender_for(envelope.key)
+        try:
+            if self.per_connection and connection.sent >= self.per_connection:
+                connection.close()  # before the server would close it
+                connection = self._connect()
+            fresh, connection.fresh = connection.fresh, False
+            try:
+                connection.transaction(mail_from, envelope.email, message)
+            except _Closed:
+                if fresh:  # a new connection refused at once: the server's trouble
+                    raise
+                if connection.sent:
+                    self.per_connection = connection.sent
+                connection.close()
+                connection = self._connect()
+                connection.transaction(mail_from, envelope.email, message)
+        except _Closed as exc:
+            return connection, Outcome(envelope.key, "retry", error=str(exc))
+        except (TransientDeliveryError, ConfigError) as exc:  # reconnecting failed
+            return None, Outcome(envelope.key, "retry", error=str(exc))
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients.get(envelope.email, (550, b""))
+            return connection, _refused(envelope.key, code, text)
+        except smtplib.SMTPDataError as exc:
+            return connection, _refused(envelope.key, exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPSenderRefused as exc:  # our address: the same for everyone
+            error = _reason(exc.smtp_code, exc.smtp_error)
+            return connection, Outcome(envelope.key, "retry", error=error)
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+            # This one may or may not have gone out.
+            return connection, Outcome(envelope.key, "unknown", error=f"connection lost: {exc}")
+        message_id = batch.message_id(envelope)
+        return connection, Outcome(envelope.key, "sent", provider_id=message_id)
 
 
 # A reply with RFC 3463's enhanced status code (class.subject.detail) after its own code.

@@ -20,9 +20,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
@@ -162,7 +162,7 @@ def _send(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
 _table = Delivery.__table__
 
 
-def _in_batch(campaign_id: int, batch: int):
+def _in_batch(campaign_id: int, batch: int) -> ColumnElement[bool]:
     return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
 
 
@@ -298,6 +298,8 @@ def _record(
         if outcome is None or outcome.status == "retry":
             untried.append(c.delivery_id)
             continue
+        status: str  # the outcome's, or the ledger's state it leads to
+        bounce: Literal["hard", "soft", "block", ""]
         status, error, bounce = outcome.status, outcome.error, outcome.bounce
         if status == "deferred" and c.attempts < tries:
             status = DeliveryState.QUEUED

@@ -8,10 +8,11 @@ checked after each batch's outcomes are recorded and whenever a bounce or compla
 arrives (webhook or bounce mailbox). ``mailer campaigns resume ID --force`` releases it
 for that campaign; a plain resume of a braked campaign is refused.
 
-Hard bounces are the campaign's readers a bounce took off the list (an address that does
-not exist, or soft bounces past the limit); blocks (refused by policy) and soft bounces
-are not. Its counts come from the events' index; the ledger is counted only once they
-could be over a threshold, so the check costs two indexed counts per batch.
+Hard bounces are the campaign's readers whose address does not exist, by the bounce's
+stored type (``mailer.tracking.reputation``); soft bounces, even past the soft-bounce
+limit, and blocks (refused by policy) are not. Its counts come from the events' index; the
+ledger is counted only once they could be over a threshold, so the check costs two
+indexed counts per batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Text, distinct, func, select
+from sqlalchemy import Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from mailer.clock import utcnow
@@ -28,8 +29,8 @@ from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.store.db import Base, Id, UTCDateTime
 from mailer.store.ledger import Campaign, CampaignState, Delivery, DeliveryState, move
-from mailer.tracking.events import EventKind, EventRecord
-from subscribers.models import Status, Subscriber
+from mailer.tracking.events import EventKind
+from mailer.tracking.reputation import BrakeView, complaints, hard_bounces
 
 __all__ = [
     "WATCHED",
@@ -40,6 +41,7 @@ __all__ = [
     "describe",
     "rates",
     "release",
+    "view",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,22 +75,7 @@ class Rates:
 
 def _event_counts(session: Session, campaign_id: int) -> tuple[int, int]:
     """(hard bounces, complaints) of the campaign, each reader counted once."""
-    bounced = session.scalar(
-        select(func.count(distinct(EventRecord.delivery_id)))
-        .join(Delivery, Delivery.id == EventRecord.delivery_id)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(
-            EventRecord.campaign_id == campaign_id,
-            EventRecord.kind == EventKind.BOUNCED,
-            Subscriber.status == Status.BOUNCED,
-        )
-    )
-    complained = session.scalar(
-        select(func.count(distinct(EventRecord.delivery_id))).where(
-            EventRecord.campaign_id == campaign_id, EventRecord.kind == EventKind.COMPLAINED
-        )
-    )
-    return bounced or 0, complained or 0
+    return hard_bounces(session, campaign_id), complaints(session, campaign_id)
 
 
 def rates(session: Session, campaign_id: int) -> Rates:
@@ -182,8 +169,24 @@ def release(session: Session, campaign_id: int, force: bool) -> None:
         )
 
 
+def view(session: Session, settings: Settings, campaign_id: int) -> BrakeView:
+    """The brake's thresholds for the campaign and what it did, for the stats."""
+    limits = (
+        settings.brake_bounce_rate,
+        settings.brake_bounce_min_attempted,
+        settings.brake_complaint_rate,
+        settings.brake_complaint_min_delivered,
+    )
+    brake = session.get(CampaignBrake, campaign_id)
+    if brake is not None and brake.released_at is not None:
+        return BrakeView(*limits, "released", brake.released_at, brake.reason)
+    if brake is not None and brake.tripped_at is not None:
+        return BrakeView(*limits, "engaged", brake.tripped_at, brake.reason)
+    return BrakeView(*limits, "off")
+
+
 def describe(session: Session, settings: Settings, campaign_id: int) -> str:
-    """The brake's state for ``campaigns show`` and ``stats``: what it measures, against what."""
+    """The brake's state for ``campaigns show``: what it measures, against what."""
     r = rates(session, campaign_id)
     bounce = r.hard_bounces / r.attempted if r.attempted else 0.0
     complaint = r.complaints / r.delivered if r.delivered else 0.0
@@ -193,9 +196,7 @@ def describe(session: Session, settings: Settings, campaign_id: int) -> str:
         f"complaints {r.complaints:,} of {r.delivered:,} ({complaint:.2%}; brakes over "
         f"{settings.brake_complaint_rate:.2%} from {settings.brake_complaint_min_delivered:,})"
     )
-    brake = session.get(CampaignBrake, campaign_id)
-    if brake is not None and brake.released_at is not None:
-        return f"released by resume --force {brake.released_at:%Y-%m-%d %H:%M} UTC; {measured}"
-    if brake is not None and brake.tripped_at is not None:
-        return f"engaged {brake.tripped_at:%Y-%m-%d %H:%M} UTC; {measured}"
-    return f"off; {measured}"
+    state = view(session, settings, campaign_id)
+    if state.state == "engaged":  # the reason is the campaign's last error, shown beside
+        return f"engaged {state.since:%Y-%m-%d %H:%M} UTC; {measured}"
+    return f"{state.shown()}; {measured}"

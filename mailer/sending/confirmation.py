@@ -7,6 +7,7 @@ the subscriber store needs neither the renderer nor a backend. The Runtime wires
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from mailer.config import Settings
 from mailer.content.render import Renderer
@@ -20,18 +21,27 @@ class ConfirmationMail:
     """Mails one reader the link that confirms their address: what ``OptIn`` is handed as
     its ``SendConfirmation``."""
 
-    def __init__(self, settings: Settings, renderer: Renderer, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        renderer: Renderer,
+        backend: Backend,
+        lang: Callable[[], str] | None = None,
+    ) -> None:
         self.settings = settings
         self.renderer = renderer
         self.backend = backend
-        self.lang = settings.lang or "en"
+        # The publication's language now (mailer.store.publication_lang); MAILER_LANG alone
+        # where no database is at hand.
+        self.lang = lang or (lambda: settings.lang or "en")
 
     def __call__(self, subscriber_id: int, address: str, name: str, confirm_url: str) -> None:
         s = self.settings
+        lang = self.lang()
         html, text = self.renderer.render_notice(
-            "confirm", self.lang, confirm_url=confirm_url, days=s.confirm_link_days
+            "confirm", lang, confirm_url=confirm_url, days=s.confirm_link_days
         )
-        strings = self.renderer.templates.strings(self.lang)
+        strings = self.renderer.templates.strings(lang)
         subject = strings["confirm_subject"].format(publication=s.publication_name)
         # Each confirmation is its own message: a unique key, so a unique Message-ID.
         key = f"confirm-{subscriber_id}-{secrets.token_hex(6)}"

@@ -12,12 +12,12 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import delete, exists, func, select, true, update
+from sqlalchemy import Row, delete, exists, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -442,7 +442,7 @@ def settle(
             )
         )
         settled = settle_unknown(session, campaign_id)
-        requeued = []
+        requeued: Sequence[Row[int, int]] = []  # (campaign, batch) of each row queued again
         if resend:
             live = select(Campaign.id).where(Campaign.status != CampaignState.CANCELLED)
             requeued = session.execute(
@@ -550,7 +550,7 @@ def progress(rt: Runtime, campaign_id: int) -> Progress:
     )
 
 
-def _locked(session, campaign_id: int) -> Campaign:
+def _locked(session: Session, campaign_id: int) -> Campaign:
     campaign = session.get(Campaign, campaign_id, with_for_update=True)
     if campaign is None:
         raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
@@ -573,7 +573,7 @@ def _lost_batches(session: Session, campaign_id: int, cutoff: dt.datetime) -> li
     )
 
 
-def _open_batches(session, campaign_id: int) -> list[int]:
+def _open_batches(session: Session, campaign_id: int) -> list[int]:
     return list(
         session.scalars(
             select(Delivery.batch)

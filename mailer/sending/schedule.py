@@ -56,7 +56,7 @@ def send_scheduled_posts(rt: Runtime, queue: Queue, today: dt.date) -> list[str]
     A post the linter finds errors in is not sent (as `mailer send` would not without
     --force); one post failing does not stop the others.
     """
-    renderer = Renderer(rt.settings)
+    renderer = Renderer(rt.settings, fetch_images=True)  # measured once here, then cached
     started = []
     for post in due_posts(rt.settings.posts_dir, today):
         try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine
+from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
@@ -42,6 +42,9 @@ Id = BigInteger().with_variant(Integer, "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=_NAMING)
+    # Every model here is mapped to a Table (SQLAlchemy allows any FromClause), so its
+    # __table__ takes the Core statements that want one: insert(), update(), COPY.
+    __table__: ClassVar[Table]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

@@ -1,24 +1,32 @@
 """Where SQLite and PostgreSQL differ, in one place: every branch on the dialect is here.
 
 The rest of the code writes one statement for both; what it asks of this module is
-either a different spelling of the same thing (``among``, ``insert_or_skip``), a faster
-path PostgreSQL has and SQLite does not need (``append_rows``, ``among_locked``), or
-the engine's own setup (``engine_url``, ``configure``).
+either a different spelling of the same thing (``among``, ``insert_or_skip``,
+``BIG_ROWID``), a faster path PostgreSQL has and SQLite does not need (``append_rows``,
+``stream_rows``, ``among_locked``, ``analyze``), what a bulk write needs of each
+(``temporary``, ``bulk_memory``, ``commits_in_slices``), or the engine's own setup
+(``engine_url``, ``configure``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     JSON,
     URL,
+    BigInteger,
     ColumnElement,
+    Date,
+    DateTime,
     Engine,
+    Integer,
     ScalarSelect,
     Table,
+    Time,
     any_,
     bindparam,
     event,
@@ -26,19 +34,27 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "BIG_ROWID",
     "among",
     "among_locked",
+    "analyze",
     "append_rows",
+    "bulk_memory",
+    "commits_in_slices",
     "configure",
+    "database_url",
     "engine_url",
     "insert_or_skip",
     "is_postgresql",
     "partial",
+    "stream_rows",
+    "temporary",
 ]
 
 
@@ -46,11 +62,33 @@ def is_postgresql(bind: Connection | Engine) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+SUPPORTED = ("sqlite", "postgresql")
+# Driver names that mean "PostgreSQL, with the driver installed here": the bare one, and
+# ``postgres`` as Heroku, Render, Fly and most hosts hand out their URLs.
+_POSTGRESQL = frozenset({"postgres", "postgresql"})
+
+
 def engine_url(url: URL) -> URL:
-    """``postgresql://`` means psycopg 3 (SQLAlchemy would look for psycopg2)."""
-    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 (SQLAlchemy would look for
+    psycopg2, and knows no ``postgres`` at all)."""
+    if url.drivername in _POSTGRESQL:
         return url.set(drivername="postgresql+psycopg")
     return url
+
+
+def database_url(value: str) -> str:
+    """``value`` if it is a URL of a database this service runs on, else a ``ValueError``
+    naming the ones it does: checked when the settings are read, not at first use."""
+    try:
+        url = engine_url(make_url(value))
+    except ArgumentError as exc:
+        raise ValueError("not a database URL: use sqlite:///FILE or postgresql://…") from exc
+    if url.get_backend_name() not in SUPPORTED:
+        raise ValueError(
+            f"{url.get_backend_name()} is not supported: use {' or '.join(SUPPORTED)} "
+            "(sqlite:///FILE, postgresql://USER@HOST/DB)"
+        )
+    return value
 
 
 def configure(engine: Engine) -> None:
@@ -132,3 +170,129 @@ def _adapter(column_type: Any, connection: Connection) -> Any:
     if isinstance(column_type, TypeDecorator):
         return lambda value: column_type.process_bind_param(value, connection.dialect)
     return None
+
+
+# A 64-bit integer key that on SQLite is the rowid itself (only a column declared exactly
+# INTEGER is): the rows are stored in its order, with no second index to keep.
+BIG_ROWID = BigInteger().with_variant(Integer(), "sqlite")
+
+# The memory a bulk write's sorts and hashes get (PostgreSQL's work_mem, this transaction
+# only), and SQLite's page cache during one (KiB): its default 2 MB thrashes on a
+# million-entry unique index. A fixed cost, whatever the size of the write.
+BULK_WORK_MEM = "64MB"
+BULK_SQLITE_CACHE_KIB = 65536
+
+
+@contextmanager
+def temporary(connection: Connection, table: Table) -> Iterator[Table]:
+    """Create ``table`` (a ``Table`` with ``prefixes=["TEMPORARY"]`` and
+    ``postgresql_on_commit="drop"``) for the block. SQLite's is dropped at the end, and any
+    left on this pooled connection by a process that died is dropped first; PostgreSQL's
+    goes with the commit (or the rollback of a failed block, which no DROP could run in)."""
+    sqlite_table = not is_postgresql(connection)
+    drop = f"DROP TABLE IF EXISTS temp.{connection.dialect.identifier_preparer.quote(table.name)}"
+    if sqlite_table:
+        connection.exec_driver_sql(drop)
+    table.create(connection)
+    try:
+        yield table
+    finally:
+        if sqlite_table:
+            connection.exec_driver_sql(drop)
+
+
+@contextmanager
+def bulk_memory(connection: Connection) -> Iterator[None]:
+    """More memory for a bulk write, for the block: ``BULK_WORK_MEM`` on PostgreSQL (until
+    the transaction ends), ``BULK_SQLITE_CACHE_KIB`` of page cache on SQLite, whose size
+    before is restored afterwards (it is the pooled connection's, not the transaction's)."""
+    if is_postgresql(connection):
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'")
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    connection.exec_driver_sql(f"PRAGMA cache_size = -{BULK_SQLITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
+
+
+def commits_in_slices(connection: Connection) -> bool:
+    """Whether a long write should commit in slices: on SQLite, whose one writer would hold
+    up every other write (the web app's sign-ups) for its whole length. PostgreSQL's writers
+    do not wait on each other's rows, and one statement is planned once."""
+    return not is_postgresql(connection)
+
+
+def analyze(connection: Connection, table: Table) -> None:
+    """Fresh planner statistics for ``table`` after a bulk write, on PostgreSQL: autovacuum
+    gets there late (and never to a temporary table), and until then a million rows are
+    planned as if they were a few. SQLite's planner does without; its ANALYZE would read
+    every index whole."""
+    if is_postgresql(connection):
+        quoted = connection.dialect.identifier_preparer.format_table(table)
+        connection.exec_driver_sql(f"ANALYZE {quoted}")
+
+
+@contextmanager
+def stream_rows(
+    connection: Connection, table: Table
+) -> Iterator[Callable[[Iterable[tuple[Any, ...]]], None]]:
+    """A writer of rows into ``table`` for the block: tuples in the table's column order,
+    values as the driver takes them (a JSON column's as JSON text, already encoded), so
+    nothing is converted per row that need not be. On PostgreSQL one COPY takes every
+    call's rows as they come, and ends with the block (abandoned, with the transaction,
+    if the block fails); on SQLite each call is an executemany, dates and times put first
+    in the column type's own form (sqlite3's adapters for them are deprecated)."""
+    names = ", ".join(column.name for column in table.columns)
+    if is_postgresql(connection):
+        dbapi = connection.connection.driver_connection
+        assert dbapi is not None
+        with (
+            dbapi.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+        ):
+            write_row = copy.write_row
+
+            def copy_rows(rows: Iterable[tuple[Any, ...]]) -> None:
+                for row in rows:
+                    write_row(row)
+
+            yield copy_rows
+        return
+    dialect = connection.dialect
+    marks = ", ".join("?" for _ in table.columns)
+    statement = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+    times = [
+        (at, column.type.dialect_impl(dialect).bind_processor(dialect))
+        for at, column in enumerate(table.columns)
+        if _is_time(column.type)
+    ]
+
+    def insert_rows(rows: Iterable[tuple[Any, ...]]) -> None:
+        if times:
+            rows = [_converted(row, times) for row in rows]
+        elif not isinstance(rows, list):
+            rows = list(rows)
+        if rows:
+            connection.exec_driver_sql(statement, rows)
+
+    yield insert_rows
+
+
+def _is_time(column_type: Any) -> bool:
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    return isinstance(column_type, Date | DateTime | Time)
+
+
+def _converted(row: tuple[Any, ...], times: list[tuple[int, Any]]) -> tuple[Any, ...]:
+    """``row`` with its dates and times converted; itself when it has none (most rows)."""
+    for at, _ in times:
+        if row[at] is not None:
+            values = list(row)
+            for each, its in times:
+                values[each] = its(values[each])
+            return tuple(values)
+    return row

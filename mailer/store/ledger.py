@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +31,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailer.clock import utcnow
@@ -252,12 +253,15 @@ def move(
         }
     elif to in _ENDED:  # unsettled → sent keeps the end it had
         values = {"finished_at": func.coalesce(Campaign.finished_at, now), **values}
-    moved = session.execute(
+    statement = (
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status.in_(sorted(sources)))
         .values(status=to, **values)
         .execution_options(synchronize_session="fetch")
-    ).rowcount
+    )
+    # Session.execute's stubs say Result, but an UPDATE's is a CursorResult, with a rowcount
+    # (SQLAlchemy's own docs say so; sqlalchemy/sqlalchemy#9185).
+    moved = cast(CursorResult[Any], session.execute(statement)).rowcount
     if moved or not strict:
         return bool(moved)
     current = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))

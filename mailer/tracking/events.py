@@ -75,6 +75,7 @@ class EventRecord(Base):
     position: Mapped[int | None] = mapped_column(Integer)
     machine: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16))
+    bounce: Mapped[str | None] = mapped_column(String(8))  # a bounce's type, as on Event
     provider_event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -142,6 +143,8 @@ def _row(event: Event) -> dict[str, Any]:
         "position": event.position,
         "machine": event.machine,
         "source": event.source,
+        # A bounce without a type is applied as a hard one (_clean_list) and stored so.
+        "bounce": (event.bounce or "hard") if event.kind == EventKind.BOUNCED else None,
         "detail": event.raw,
     }
 

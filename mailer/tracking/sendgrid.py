@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
@@ -175,7 +175,7 @@ def _delivery(value: Any) -> tuple[int | None, int | None]:
     return (campaign, delivery) if max(campaign, delivery) <= _MAX_ID else (None, None)
 
 
-def _bounce(item: dict[str, Any]) -> str:
+def _bounce(item: dict[str, Any]) -> Literal["hard", "soft", "block"]:
     if item.get("type") == "blocked":
         return "block"
     return "soft" if str(item.get("status", "")).startswith("4") else "hard"

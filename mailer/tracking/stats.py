@@ -1,18 +1,25 @@
-"""A campaign's numbers, from the ledger and the events, and a chart of them over time."""
+"""A campaign's numbers, from the ledger and the events, and a chart of them over time.
+
+The hard-bounce and complaint rates are the reputation brake's measures; given the brake's
+view (its thresholds and state, which ``mailer.sending.brake.view`` reads), the figures say
+where it would stop the send and whether it did.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from html import escape
+from typing import Literal
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import ColumnElement, and_, distinct, func, select
 from sqlalchemy.orm import Session
 
 from mailer.errors import MailerError
 from mailer.store.ledger import Campaign, Delivery, DeliveryState
 from mailer.tracking.events import EventKind, EventRecord
 from mailer.tracking.links import CampaignLink
+from mailer.tracking.reputation import BrakeView, complaints, hard_bounces
 from subscribers import store
 
 __all__ = ["CampaignStats", "campaign_stats", "chart_svg"]
@@ -34,10 +41,12 @@ class CampaignStats:
     clicks: int
     unique_clicks: int
     bounces: int
+    hard_bounces: int  # readers whose address does not exist
     complaints: int
     unsubscribes: int
     top_links: list[tuple[str, int, int]]  # url, clicks, unique clickers
     timeline: list[tuple[dt.datetime, int, int]]  # hour, opens, clicks
+    brake: BrakeView | None = None
 
     @property
     def click_through(self) -> float:
@@ -62,13 +71,43 @@ class CampaignStats:
             ("bounces", self.bounces),
             ("complaints (marked as spam)", self.complaints),
             ("unsubscribes", self.unsubscribes),
+            *self._reputation(),
+        ]
+
+    def _reputation(self) -> list[tuple[str, int | str]]:
+        """The brake's two rates, as it measures them, with its thresholds when known."""
+        attempted = self.sent + self.failed + self.unknown
+        bounce = f"{self.hard_bounces / attempted:.1%}" if attempted else "–"
+        complaint = f"{self.complaints / self.sent:.2%}" if self.sent else "–"
+        bounce_label = "hard-bounce rate (readers whose address does not exist ÷ attempted"
+        complaint_label = "complaint rate (readers who marked it as spam ÷ sent"
+        if self.brake is None:
+            return [(bounce_label + ")", bounce), (complaint_label + ")", complaint)]
+        b = self.brake
+        return [
+            (
+                f"{bounce_label}; the brake stops the send over {b.bounce_rate:.1%} "
+                f"of at least {b.bounce_min_attempted:,})",
+                bounce,
+            ),
+            (
+                f"{complaint_label}; the brake stops the send over {b.complaint_rate:.2%} "
+                f"of at least {b.complaint_min_delivered:,})",
+                complaint,
+            ),
+            ("reputation brake", b.shown()),
         ]
 
 
 def campaign_stats(
-    session: Session, campaign_id: int, top: int = 10, timeline: bool = True
+    session: Session,
+    campaign_id: int,
+    top: int = 10,
+    timeline: bool = True,
+    brake: BrakeView | None = None,
 ) -> CampaignStats:
-    """The numbers of one campaign; ``top`` links, and the hourly timeline if asked for."""
+    """The numbers of one campaign; ``top`` links, and the hourly timeline if asked for;
+    the reputation brake's thresholds and state with its ``brake`` view."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
@@ -82,7 +121,7 @@ def campaign_stats(
     }
     of_campaign = EventRecord.campaign_id == campaign_id
 
-    def count(kind: EventKind, *where, unique: bool = False) -> int:
+    def count(kind: EventKind, *where: ColumnElement[bool], unique: bool = False) -> int:
         what = func.count(distinct(EventRecord.delivery_id)) if unique else func.count()
         query = (
             select(what)
@@ -129,10 +168,12 @@ def campaign_stats(
         clicks=count(EventKind.CLICKED),
         unique_clicks=count(EventKind.CLICKED, unique=True),
         bounces=count(EventKind.BOUNCED, unique=True),
-        complaints=count(EventKind.COMPLAINED, unique=True),
+        hard_bounces=hard_bounces(session, campaign_id),
+        complaints=complaints(session, campaign_id),
         unsubscribes=unsubscribes,
         top_links=[(url, clicks, unique) for url, clicks, unique in clicks_by_link],
         timeline=_timeline(session, campaign_id) if timeline else [],
+        brake=brake,
     )
 
 
@@ -162,7 +203,7 @@ def chart_svg(
     peak = max([max(o, c) for _, o, c in timeline] + [1])
     steps = max(len(timeline) - 1, 1)
 
-    def line(column: int, color: str) -> str:
+    def line(column: Literal[1, 2], color: str) -> str:  # opens or clicks
         points = " ".join(
             f"{left + i * plot_w / steps:.1f},{base - row[column] * plot_h / peak:.1f}"
             for i, row in enumerate(timeline)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
 
 from mailer import logs
 from mailer.config import load_settings, refuse_local_defaults
@@ -27,11 +28,11 @@ from mailer.metrics import use_dir
 from mailer.runtime import Runtime
 from mailer.sending.dispatch import check_broker
 from mailer.tracking.sendgrid import SendGridWebhook
-from mailer.web import archive, metrics, stats, subscribe, tracking, webhooks
+from mailer.web import archive, metrics, stats, subscribe, webhooks
 from mailer.web.access_log import REDACT_TOKENS
 from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
-from mailer.web.pages import Pages
-from mailer.web.tracking import EventBuffer, LinkTables
+from mailer.web.pages import Pages, not_found
+from mailer.web.tracking import EventBuffer, LinkTables, TrackingRoutes
 
 __all__ = ["create_app", "from_environment"]
 
@@ -79,13 +80,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         redirect_slashes=False,
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrackingRoutes)  # outermost: the pixel and clicks skip the rest
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.signer = runtime.signer
     app.state.events = events
     app.state.after_response = after_response
     app.state.links = LinkTables(sessions)
-    app.state.pages = Pages(runtime.renderer.templates, settings)
+    app.state.pages = Pages(runtime.renderer.templates, settings, runtime.publication_lang)
     app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
     app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")
@@ -93,8 +95,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         settings.sendgrid_webhook_key, settings.webhook_replay_seconds
     )
     app.state.metrics = metrics.registry_for(settings, sessions)
-    for module in (subscribe, tracking, webhooks, archive, stats, metrics):
+    for module in (subscribe, webhooks, archive, stats, metrics):
         app.include_router(module.router)
+    app.add_exception_handler(HTTPException, not_found)  # a page for a browser
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -9,10 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from mailer.clock import utcnow
 from mailer.store.ledger import Campaign, CampaignState
+from mailer.web.feed import FEED_ENTRIES, atom_feed
 
-__all__ = ["router"]
+__all__ = ["feed_campaigns", "router"]
 
 router = APIRouter()
 # An edition is email HTML: its <style> blocks and style attributes, images and a web font
@@ -61,3 +64,22 @@ def edition(request: Request, slug: str) -> Response:
         )
     )
     return HTMLResponse(html, headers={"Content-Security-Policy": EDITION_CSP})
+
+
+def feed_campaigns(session: Session) -> list[Campaign]:
+    """The newest published campaigns, enough for the feed's entries (one per slug)."""
+    return list(
+        session.scalars(
+            select(Campaign)
+            .where(_published)
+            .order_by(Campaign.started_at.desc(), Campaign.id.desc())
+            .limit(FEED_ENTRIES * 2)
+        )
+    )
+
+
+@router.get("/feed.xml")
+def feed(request: Request) -> Response:
+    with request.app.state.sessions() as session:
+        xml = atom_feed(feed_campaigns(session), request.app.state.settings, utcnow())
+    return Response(xml, media_type="application/atom+xml")

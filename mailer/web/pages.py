@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import HTMLResponse
+from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException
 
 from mailer.config import Publication, Settings
+from mailer.content.spacing import fill
 from mailer.content.templating import Templates
+from mailer.store.publication_lang import DEFAULT_LANG
 
-__all__ = ["Pages"]
+__all__ = ["Pages", "not_found"]
 
 
 class Pages:
-    def __init__(self, templates: Templates, settings: Settings) -> None:
+    """Renders a page in the language ``lang()`` gives now (default: ``MAILER_LANG``, or
+    English), its strings with the publication's name filled in."""
+
+    def __init__(
+        self, templates: Templates, settings: Settings, lang: Callable[[], str] | None = None
+    ) -> None:
         self.templates = templates
         self.publication = Publication.of(settings)
-        self.lang = settings.lang or "en"
-        self.strings = {
-            key: value.replace("{publication}", settings.publication_name)
-            for key, value in templates.strings(self.lang).items()
-        }
+        self.lang = lang or (lambda: settings.lang or DEFAULT_LANG)
+        self._strings: dict[str, dict[str, str]] = {}
+
+    @property
+    def strings(self) -> dict[str, str]:
+        """The strings of the language the pages are in now."""
+        return self.strings_for(self.lang())
+
+    def strings_for(self, lang: str) -> dict[str, str]:
+        if lang not in self._strings:
+            name = self.publication.publication_name
+            self._strings[lang] = {
+                key: fill(value, publication=name)  # spaced from CJK text around it
+                for key, value in self.templates.strings(lang).items()
+            }
+        return self._strings[lang]
 
     def render(self, name: str, status_code: int = 200, /, **context: Any) -> HTMLResponse:
+        lang = self.lang()
         html = self.templates.render(
             f"pages/{name}.html",
-            lang=self.lang,
-            strings=self.strings,
+            lang=lang,
+            strings=self.strings_for(lang),
             settings=self.publication,
             **context,
         )
@@ -36,3 +59,14 @@ class Pages:
 
     def message(self, title: str, text: str, status_code: int = 200) -> HTMLResponse:
         return self.render("message", status_code, title=title, text=text)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """An unknown address: a page a person can read for a browser (it asks for text/html),
+    FastAPI's JSON for everyone else (an API client, a probe)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
+        return await http_exception_handler(request, exc)
+    pages: Pages = request.app.state.pages
+    strings = pages.strings
+    return pages.message(strings["not_found_title"], strings["not_found"], 404)

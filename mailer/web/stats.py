@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
 from mailer.errors import MailerError
+from mailer.sending import brake
 from mailer.tracking.stats import campaign_stats, chart_svg
 from mailer.web.guards import RateLimiter, client_ip, read_body
 
@@ -78,7 +79,8 @@ def stats_page(request: Request, campaign_id: int) -> Response:
         return _login(request)
     try:
         with request.app.state.sessions() as session:
-            stats = campaign_stats(session, campaign_id)
+            view = brake.view(session, request.app.state.settings, campaign_id)
+            stats = campaign_stats(session, campaign_id, brake=view)
     except MailerError:
         return _not_found(request)
     chart = Markup(chart_svg(stats.timeline))

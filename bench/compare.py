@@ -1,0 +1,132 @@
+"""Each of issue 16's pairs, the mailer against its peer, measured side by side in one run.
+
+    .venv/bin/python bench/compare.py [--runs 3] [--only smtp,…] [--smtp-size 5000]
+        [--smtp-batch-size 1000]
+
+A pair is a peer (a function returning seconds) and one or more mailer variants (the
+same). Runs are interleaved — peer and every variant once per round, the order rotated
+from round to round — so a change in the machine's load falls on both sides; each side's
+figure is the median of ``--runs`` rounds, and the ratio is peer seconds / mailer seconds
+(above 1: the mailer is faster; issue 16's SMTP target is at least 0.8).
+
+The SMTP pair is wired (``bench/smtp.py``). The others are hooks below, each ``None``
+until its benchmark's owner returns a peer and its variants from it: import vs ``\\copy``
+(``bench/import.py``), the open pixel vs a bare Starlette app (``bench/tracking.py``),
+``mailer preview`` vs node's ``mjml`` CLI, the SendGrid path vs a naive helper loop
+(``bench/send.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+Timed = Callable[[], float]  # one run; returns its seconds
+# A pair: (the peer, {variant name: the mailer's run}); None while not wired.
+Pair = tuple[Timed, dict[str, Timed]]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    runs: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+
+def run_pairs(peer: Timed, mailer: dict[str, Timed], runs: int) -> list[Figure]:
+    """The peer first, then every mailer variant, each timed ``runs`` times interleaved."""
+    sides = [("peer", peer), *mailer.items()]
+    seconds: dict[str, list[float]] = {name: [] for name, _ in sides}
+    for round_ in range(runs):
+        shift = round_ % len(sides)
+        for name, timed in sides[shift:] + sides[:shift]:
+            seconds[name].append(timed())
+            print(f"  round {round_ + 1}: {name} {seconds[name][-1]:.2f} s", file=sys.stderr)
+    return [Figure(name, values) for name, values in seconds.items()]
+
+
+def print_pairs(title: str, size: int, unit: str, figures: list[Figure]) -> None:
+    """One line per side: median seconds, rate, and the ratio to the peer (peer first)."""
+    peer = figures[0]
+    print(f"\n{title}: {size:,} {unit}, medians of {len(peer.runs)} interleaved runs")
+    for figure in figures:
+        rate = size / figure.median
+        ratio = peer.median / figure.median
+        runs = ", ".join(f"{s:.2f}" for s in figure.runs)
+        print(f"  {figure.name:<12} {figure.median:8.2f} s {rate:9,.0f} {unit}/s "
+              f"{ratio:6.2f} of peer   ({runs})")  # fmt: skip
+
+
+# The pairs -----------------------------------------------------------------------------
+
+
+def smtp(args: argparse.Namespace) -> Pair:
+    """Raw smtplib over one connection vs the mailer inline and with 1 and 2 workers."""
+    from bench.smtp import smtp_pair
+
+    return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size)
+
+
+def import_copy(args: argparse.Namespace) -> Pair | None:
+    """Hook: ``mailer subscribers import`` of 1M rows vs ``\\copy`` (bench/import.py)."""
+    return None
+
+
+def pixel_starlette(args: argparse.Namespace) -> Pair | None:
+    """Hook: the open pixel vs a bare Starlette app with the same bytes (bench/tracking.py)."""
+    return None
+
+
+def preview_mjml(args: argparse.Namespace) -> Pair | None:
+    """Hook: ``mailer preview`` vs node's ``mjml`` CLI (when node is missing: mailer alone)."""
+    return None
+
+
+def sendgrid_naive(args: argparse.Namespace) -> Pair | None:
+    """Hook: the SendGrid path vs a naive ``sendgrid``-helper loop (bench/send.py)."""
+    return None
+
+
+PAIRS: dict[str, tuple[str, Callable[[argparse.Namespace], Pair | None], int, str]] = {
+    # name: (title, the pair, size, unit)
+    "smtp": ("SMTP to a local aiosmtpd sink", smtp, 5000, "msg"),
+    "import": ("import vs \\copy", import_copy, 1_000_000, "rows"),
+    "pixel": ("open pixel vs bare Starlette", pixel_starlette, 1, "req"),
+    "preview": ("mailer preview vs mjml CLI", preview_mjml, 1, "run"),
+    "sendgrid": ("SendGrid path vs naive loop", sendgrid_naive, 100_000, "rec"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default=",".join(PAIRS), help="comma-separated pair names")
+    parser.add_argument("--smtp-size", type=int, default=5000)
+    parser.add_argument("--smtp-batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    for name in args.only.split(","):
+        title, make, size, unit = PAIRS[name]
+        pair = make(args)
+        if pair is None:
+            print(f"\n{title}: not wired into compare.py yet")
+            continue
+        if name == "smtp":
+            size = args.smtp_size
+        peer, mailer = pair
+        print_pairs(title, size, unit, run_pairs(peer, mailer, args.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

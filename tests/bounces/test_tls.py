@@ -1,0 +1,103 @@
+"""`mailer bounces fetch` over IMAP with TLS, and never plain IMAP beyond loopback.
+
+Dovecot speaks only implicit TLS here, with a certificate from a CA made in the test: the
+fetch trusts it through MAILER_BOUNCE_IMAP_CA_FILE, and without that setting refuses the
+server (the system's CAs do not know it) and leaves the mailbox as it was.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import time
+from collections.abc import Iterator
+from string import Template
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailer.cli import main
+from tests.bounces.conftest import Dovecot
+from tests.bounces.test_mailbox import DATA
+from tests.test_smtp import SECRET
+
+
+@pytest.fixture
+def tls_mailbox(tls_dovecot: Dovecot) -> Iterator[Dovecot]:
+    """The TLS Dovecot with two messages in its inbox: a bounce and an out-of-office."""
+    tls_dovecot.empty()
+    fill = {"verp": "bounces@example.com", "reader": "a@example.org", "message_id": "<1@x>"}
+    imap = tls_dovecot.connect()
+    try:
+        for name in ("postfix-user-unknown.eml", "out-of-office.eml"):
+            text = Template((DATA / name).read_text()).substitute(fill).replace("\n", "\r\n")
+            when = imaplib.Time2Internaldate(time.time())
+            assert imap.append("INBOX", None, when, text.encode())[0] == "OK"
+    finally:
+        imap.logout()
+    yield tls_dovecot
+    tls_dovecot.empty()
+
+
+def _fetch(monkeypatch: pytest.MonkeyPatch, host: str, port: int, **more: str) -> Result:
+    for name, value in {
+        "SECRET_KEYS": SECRET,
+        "BOUNCE_IMAP_HOST": host,
+        "BOUNCE_IMAP_PORT": str(port),
+        "BOUNCE_IMAP_USERNAME": "bounces",
+        "BOUNCE_IMAP_PASSWORD": "a-test-password",
+        **more,
+    }.items():
+        monkeypatch.setenv(f"MAILER_{name}", value)
+    return CliRunner().invoke(main, ["bounces", "fetch"])
+
+
+def test_fetch_over_tls_trusts_the_configured_ca(
+    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(
+        monkeypatch,
+        "127.0.0.1",
+        tls_mailbox.port,
+        BOUNCE_IMAP_SECURITY="ssl",
+        BOUNCE_IMAP_CA_FILE=str(tls_mailbox.ca_file),
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 messages read" in result.output
+    assert tls_mailbox.folder("INBOX") == []
+    assert len(tls_mailbox.folder("Processed")) == len(tls_mailbox.folder("Unparseable")) == 1
+
+
+def test_a_server_certificate_no_trusted_ca_signed_is_refused(
+    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(monkeypatch, "127.0.0.1", tls_mailbox.port, BOUNCE_IMAP_SECURITY="ssl")
+    assert result.exit_code != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in result.output
+    assert len(tls_mailbox.folder("INBOX")) == 2
+
+
+def test_a_missing_ca_file_is_named(
+    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(
+        monkeypatch,
+        "127.0.0.1",
+        tls_mailbox.port,
+        BOUNCE_IMAP_SECURITY="ssl",
+        BOUNCE_IMAP_CA_FILE="/nonexistent/ca.pem",
+    )
+    assert result.exit_code != 0
+    assert "MAILER_BOUNCE_IMAP_CA_FILE '/nonexistent/ca.pem'" in result.output
+
+
+def test_plain_imap_beyond_loopback_is_refused(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password would cross the network in clear text: refused before any connection."""
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(monkeypatch, "imap.example.org", 143, BOUNCE_IMAP_SECURITY="none")
+    assert result.exit_code != 0
+    assert "plain IMAP only to a loopback host" in " ".join(result.output.split())
