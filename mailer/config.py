@@ -295,16 +295,10 @@ class Settings(BaseSettings):
     send_time: Annotated[str, AfterValidator(_clock_time)] = "09:00"
     send_timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Shanghai"
 
-    @field_validator("secret_keys", mode="before")
+    @field_validator("secret_keys", "seed_list", mode="before")
     @classmethod
-    def _split_secrets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("seed_list", mode="before")
-    @classmethod
-    def _split_seeds(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
+        """A list setting may be written as one comma-separated string (the environment's)."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
