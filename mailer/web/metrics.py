@@ -19,8 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.config import Settings
 from mailer.metrics import CampaignStates, QueueDepth, registry
 from mailer.sending.dispatch import QUEUES
-from mailer.web.guards import RateLimiter, client_ip
-from mailer.web.stats import _not_found, _signed_in
+from mailer.web.stats import Access, access, not_found
 
 __all__ = ["registry_for", "router"]
 
@@ -36,17 +35,14 @@ def registry_for(settings: Settings, sessions: sessionmaker) -> CollectorRegistr
     return registry(settings.metrics_dir, *extra)
 
 
-def _refused(request: Request, token: str) -> Response | None:
+def _refused(request: Request) -> Response | None:
     """Why a public app does not answer this request, or None when it may."""
-    if not token:
-        return _not_found(request)
-    signed_in = _signed_in(request, token)
-    limit: RateLimiter = request.app.state.stats_limit
-    if signed_in is not None and limit.spent(client_ip(request)):
+    granted = access(request)
+    if granted is Access.OFF:
+        return not_found(request)
+    if granted is Access.SPENT:
         return Response("too many failed attempts\n", 429, media_type="text/plain")
-    if not signed_in:
-        if signed_in is not None:
-            limit.allow(client_ip(request))
+    if granted is not Access.GRANTED:
         return Response(
             "send the stats token as Authorization: Bearer\n",
             401,
@@ -60,7 +56,7 @@ def _refused(request: Request, token: str) -> Response | None:
 def scrape(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     if "MAILER_PUBLIC_URL" not in settings.unsafe_local_defaults():
-        refused = _refused(request, settings.stats_token)
+        refused = _refused(request)
         if refused is not None:
             return refused
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ keep it. Failed attempts are limited per client address.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 from urllib.parse import parse_qs
@@ -21,7 +22,7 @@ from mailer.sending import brake
 from mailer.tracking.stats import campaign_stats, chart_svg
 from mailer.web.guards import RateLimiter, client_ip, read_body
 
-__all__ = ["FAILED_LOGINS", "router"]
+__all__ = ["FAILED_LOGINS", "Access", "access", "not_found", "router"]
 
 router = APIRouter()
 FAILED_LOGINS = "10/minute"  # per client address: guessing a long token takes forever
@@ -39,7 +40,7 @@ def _same(offered: str, expected: str) -> bool:
     return hmac.compare_digest(offered.encode(), expected.encode())
 
 
-def _not_found(request: Request) -> Response:
+def not_found(request: Request) -> Response:
     pages = request.app.state.pages
     return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
 
@@ -63,26 +64,49 @@ def _signed_in(request: Request, token: str) -> bool | None:
     return None if cookie is None else _same(cookie, _session(token))
 
 
-@router.get("/stats/{campaign_id}", include_in_schema=False)
-def stats_page(request: Request, campaign_id: int) -> Response:
+class Access(enum.Enum):
+    OFF = "off"  # no MAILER_STATS_TOKEN: the figures are not served at all
+    ANONYMOUS = "anonymous"  # nothing offered
+    SPENT = "spent"  # too many failed attempts from this address, even with the right token
+    WRONG = "wrong"  # a wrong token, counted as a failed attempt
+    GRANTED = "granted"
+
+
+def access(request: Request) -> Access:
+    """The one check of the stats pages and ``/metrics``: the token as a Bearer header or
+    the form's cookie, failed attempts limited per client address."""
     token = request.app.state.settings.stats_token
-    if not token or not 0 < campaign_id <= MAX_ID:
-        return _not_found(request)
+    if not token:
+        return Access.OFF
     signed_in = _signed_in(request, token)
     if signed_in is None:
-        return _login(request)
+        return Access.ANONYMOUS
     limit: RateLimiter = request.app.state.stats_limit
-    if limit.spent(client_ip(request)):  # even the right token: no guess counts past it
-        return _login(request, 429, request.app.state.pages.strings["too_many"])
+    if limit.spent(client_ip(request)):  # no guess counts past the limit
+        return Access.SPENT
     if not signed_in:
         limit.allow(client_ip(request))
+        return Access.WRONG
+    return Access.GRANTED
+
+
+@router.get("/stats/{campaign_id}", include_in_schema=False)
+def stats_page(request: Request, campaign_id: int) -> Response:
+    if not 0 < campaign_id <= MAX_ID:
+        return not_found(request)
+    granted = access(request)
+    if granted is Access.OFF:
+        return not_found(request)
+    if granted is Access.SPENT:
+        return _login(request, 429, request.app.state.pages.strings["too_many"])
+    if granted is not Access.GRANTED:
         return _login(request)
     try:
         with request.app.state.sessions() as session:
             view = brake.view(session, request.app.state.settings, campaign_id)
             stats = campaign_stats(session, campaign_id, brake=view)
     except MailerError:
-        return _not_found(request)
+        return not_found(request)
     chart = Markup(chart_svg(stats.timeline))
     return request.app.state.pages.render("stats", stats=stats, chart=chart)
 
@@ -92,7 +116,7 @@ async def stats_login(request: Request, campaign_id: int) -> Response:
     """The page's form: the right token sets the cookie and goes back to the page."""
     settings = request.app.state.settings
     if not settings.stats_token or not 0 < campaign_id <= MAX_ID:
-        return _not_found(request)
+        return not_found(request)
     limit: RateLimiter = request.app.state.stats_limit
     if limit.spent(client_ip(request)):
         return _login(request, 429, request.app.state.pages.strings["too_many"])
