@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench browser clean
+.PHONY: demo test lint bench test-programs clean
 
 demo: $(STAMP)
 	$(BIN)/mailer demo
 
-test: $(STAMP) browser
+test: $(STAMP) test-programs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The browser tests drive Debian's Chromium (no browser download); fonts-noto-cjk
-# lets it draw Chinese. Installed here when missing and we may use apt.
-browser:
+# The real programs the tests drive, installed from Debian when missing (and we may use
+# apt): Chromium for the pages (fonts-noto-cjk draws Chinese), Dovecot for the bounce
+# mailbox, SpamAssassin for the spam scores.
+test-programs:
 	@{ command -v chromium && test -x /usr/sbin/dovecot && command -v spamassassin; } >/dev/null || { \
-	  echo "Installing Debian's chromium for the browser tests, dovecot-imapd for the bounce mailbox's, spamassassin for the spam scores'"; \
+	  echo "Installing Debian's chromium, dovecot-imapd and spamassassin for the tests"; \
 	  apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk dovecot-imapd spamassassin >/dev/null; }
 
 clean:

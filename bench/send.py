@@ -412,6 +412,21 @@ def seed(url: str, size: int) -> None:
         engine.dispose()
 
 
+def start_worker(folder: Path, settings: Any, concurrency: int, log: Path) -> subprocess.Popen:
+    """A Celery worker of ``concurrency`` processes in its own process group (so that
+    ``stop_group`` reaches its pool), run with exactly ``settings``, its stderr in ``log``."""
+    from testkit.processes import child_env
+
+    command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
+               f"--concurrency={concurrency}", "--without-mingle", "--without-gossip",
+               "--loglevel=WARNING"]  # fmt: skip
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            command, cwd=folder, env=child_env(settings), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+
+
 def wait_ready(process: subprocess.Popen, concurrency: int, log: Path, seconds: float = 90) -> None:
     """Until the worker answers a ping and its pool has ``concurrency`` processes."""
     from celery import Celery
@@ -471,7 +486,6 @@ def run_once(
     from mailer.runtime import Runtime
     from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
     from mailer.store.db import make_engine
-    from testkit.processes import child_env
     from testkit.sendgrid_standin import API_KEY
 
     result = Run(size, workers)
@@ -506,14 +520,7 @@ def run_once(
     )
     rt = Runtime(settings)
     log = folder / f"worker-{run}.log"
-    command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-               f"--concurrency={workers}", "--without-mingle", "--without-gossip",
-               "--loglevel=WARNING"]  # fmt: skip
-    with log.open("ab") as stderr:
-        worker = subprocess.Popen(
-            command, cwd=folder, env=child_env(settings), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+    worker = start_worker(folder, settings, workers, log)
     cleanup.processes.append(worker)
     spy = None
     try:

@@ -182,7 +182,6 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
     from mailer.runtime import Runtime
     from mailer.sending.dispatch import CeleryQueue, InlineQueue, create_campaign, start
     from mailer.store.db import make_engine
-    from testkit.processes import child_env
 
     sb = _send_bench()
     name = f"mailer_bench_smtp_{os.getpid()}_{secrets.token_hex(3)}"
@@ -203,14 +202,7 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
         if workers:
             sb.flush_broker()
             log = folder / f"{name}.log"
-            command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-                       f"--concurrency={workers}", "--without-mingle", "--without-gossip",
-                       "--loglevel=WARNING"]  # fmt: skip
-            with log.open("ab") as stderr:
-                worker = subprocess.Popen(
-                    command, cwd=folder, env=child_env(settings), start_new_session=True,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                )  # fmt: skip
+            worker = sb.start_worker(folder, settings, workers, log)
             sb.wait_ready(worker, workers, log)
         edition = rt.renderer.render(load_post(SAMPLE_POST))
         campaign, _ = create_campaign(rt, edition, SAMPLE_POST)

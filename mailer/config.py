@@ -75,7 +75,8 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 def _optional_https_url(value: str) -> str:
-    if value and (urlsplit(value).scheme != "https" or not urlsplit(value).hostname):
+    parts = urlsplit(value)
+    if value and (parts.scheme != "https" or not parts.hostname):
         raise ValueError("must be an https:// URL (mail clients block http: images), or empty")
     return value
 

@@ -14,7 +14,6 @@ saying so, after the rows before it are imported.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -29,7 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.errors import InvalidAddress, MailerError, UnsafeHeaderValue
 from mailer.headers import header_text_problem
 from mailer.store.dialect import analyze
-from subscribers.addresses import normalize
+from subscribers.addresses import address_hash, normalize
 from subscribers.models import Status, Subscriber
 from subscribers.sources import (
     GONE,
@@ -282,9 +281,8 @@ def _row(
             value = _cell(record, at)
             if "\n" in value or "\r" in value:
                 raise RowError(f"the {key} spans lines {start}–{end}; a quote left open?")
-    email_cell = record[layout.email] if layout.email < len(record) else ""
-    email = normalize(from_text(email_cell) if email_cell[:1] == "'" else email_cell)
-    email_hash = hashlib.sha256(email.lower().encode()).hexdigest()
+    email = normalize(_cell(record, layout.email))
+    email_hash = address_hash(email)
     outcome = outcome_of(layout, record)
     if outcome in GONE:  # only the address matters: it is suppressed, whatever the rest says
         return (start, email, email_hash, "", "[]", None, None, "", outcome)

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, MetaData, Table, Text, bindparam, text
 
+from mailer.clock import utcnow
 from mailer.store.db import UTCDateTime
 from mailer.store.dialect import (
     BIG_ROWID,
@@ -177,7 +178,7 @@ class Staging:
         connection = self.connection
         self._writing.close()  # the COPY ends here
         analyze(connection, ROWS)
-        now = dt.datetime.now(dt.UTC)
+        now = utcnow()
         counts = Counts()
         connection.execute(_SUPPRESS, {"now": now, "detail": detail})
         history = {"how": "import", "source": source}

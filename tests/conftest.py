@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -16,12 +17,14 @@ from sqlalchemy.orm import sessionmaker
 import subscribers.models  # noqa: F401  (the tables, for TRUNCATE)
 from mailer.config import Settings, load_settings
 from mailer.content.render import Renderer
+from mailer.runtime import Runtime
 from mailer.store.db import Base, make_engine, make_sessions, upgrade
+from testkit.redis_db import redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots, for a human look (gitignored)
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make browser` installs it
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make test-programs` installs it
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -127,6 +130,30 @@ def sessions(engine: Engine) -> sessionmaker:
     return make_sessions(engine)
 
 
+@pytest.fixture
+def runtime() -> Iterator[Callable[..., Runtime]]:
+    """Makes Runtimes (of ``settings`` with any ``changes``), each closed after the test even
+    when it fails: its database connections and the backend's kept connections."""
+    made: list[Runtime] = []
+
+    def make(settings: Settings, **changes: object) -> Runtime:
+        made.append(Runtime(settings.model_copy(update=changes) if changes else settings))
+        return made[-1]
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    """This run's Redis database, emptied before and after (no task outlives the test)."""
+    with redis.Redis.from_url(redis_url()) as client:
+        client.flushdb()
+        yield client
+        client.flushdb()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Callable[[], Browser]]:
     """Chromium, launched once per module, on first use inside a test.
@@ -140,7 +167,7 @@ def browser() -> Iterator[Callable[[], Browser]]:
         def get() -> Browser:
             if not launched:
                 if not CHROMIUM.is_file():
-                    pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install it")
+                    pytest.fail(f"{CHROMIUM} is missing: run `make test-programs` to install it")
                 launched.append(
                     playwright.chromium.launch(
                         executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,28 +55,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-@pytest.fixture
-def runtime() -> Iterator[Callable[[Settings], Runtime]]:
-    """Runtimes of the test process, closed at the end whatever happened."""
-    made: list[Runtime] = []
-
-    def make(settings: Settings) -> Runtime:
-        made.append(Runtime(settings))
-        return made[-1]
-
-    yield make
-    for rt in made:
-        rt.close()
-
-
-@pytest.fixture
-def broker() -> Iterator[None]:
-    with redis.Redis.from_url(BROKER) as client:
-        client.flushdb()
-        yield
-        client.flushdb()
-
-
 def test_a_send_an_open_a_click_and_a_webhook_event_are_counted(
     start_server: Callable[..., LiveServer], runtime: Callable[[Settings], Runtime], tmp_path: Path
 ) -> None:
@@ -111,7 +89,7 @@ def test_a_send_an_open_a_click_and_a_webhook_event_are_counted(
 
 @sqlite_only
 def test_queue_depth_is_read_from_the_broker(
-    start_server: Callable[..., LiveServer], broker: None
+    start_server: Callable[..., LiveServer], broker: redis.Redis
 ) -> None:
     server = start_server(broker_url=BROKER)
     queue = CeleryQueue(BROKER)
@@ -144,7 +122,7 @@ def test_a_celery_workers_counts_reach_the_web_app_and_its_logs_are_json(
     start_server: Callable[..., LiveServer],
     runtime: Callable[[Settings], Runtime],
     database_url: str,
-    broker: None,
+    broker: redis.Redis,
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "metrics"

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -180,15 +179,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def broker() -> Iterator[str]:
-    url = redis_url()
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-        yield url
-        client.flushdb()
-
-
 def _wait(what: str, ready, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_SECONDS
     while not ready():
@@ -200,14 +190,14 @@ def _wait(what: str, ready, process: subprocess.Popen, log: Path) -> None:
 
 
 def test_honcho_runs_the_procfile_and_a_send_goes_through(
-    settings: Settings, broker: str, tmp_path: Path
+    settings: Settings, broker: redis.Redis, tmp_path: Path
 ) -> None:
     port = _closed_port()
     outbox = tmp_path / "outbox"
     env = child_env(settings)
     env.update(
         MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.db'}",
-        MAILER_BROKER_URL=broker,
+        MAILER_BROKER_URL=redis_url(),
         MAILER_OUTBOX_DIR=str(outbox),
         MAILER_DATA_DIR=str(tmp_path / "data"),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
+from tests.cli.conftest import cells
 from tests.conftest import ROOT
 
 POST = """---
@@ -66,16 +67,6 @@ def recipients(paths: list[Path]) -> list[str]:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         out.append(message["To"].addresses[0].addr_spec)
     return sorted(out)
-
-
-def cells(table: str) -> list[list[str]]:
-    """The rows of a table rich printed, as lists of words, without the box drawing."""
-    rows = []
-    for line in table.splitlines():
-        words = "".join(" " if "\u2500" <= ch <= "\u257f" else ch for ch in line).split()
-        if words:
-            rows.append(words)
-    return rows
 
 
 def query(folder: Path, sql: str) -> list[tuple]:

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -54,6 +55,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def smtp_sink(handler: object) -> Iterator[int]:
+    """aiosmtpd on a free loopback port, handing each session to ``handler``; yields the
+    port, and stops the server however the block ends."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
 
 
 @dataclass
@@ -110,27 +124,8 @@ class Mailbox:
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     handler = Mailbox({REFUSED})
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_sink(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def runtime() -> Iterator[Callable[[Settings], Runtime]]:
-    """Makes Runtimes whose engines are closed after the test, even when it fails."""
-    made: list[Runtime] = []
-
-    def make(settings: Settings) -> Runtime:
-        made.append(Runtime(settings))
-        return made[-1]
-
-    yield make
-    for rt in made:
-        rt.engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from mailer.config import Settings
@@ -23,7 +22,7 @@ from mailer.store.ledger import Delivery, DeliveryState
 from mailer.tracking.events import EventRecord
 from subscribers import store
 from subscribers.models import Status
-from tests.test_smtp import deliveries, free_port, seed, smtp_settings
+from tests.test_smtp import deliveries, seed, smtp_settings, smtp_sink
 
 READERS = [f"reader{i}@example.org" for i in range(5)]
 FULL = "452 4.2.2 mailbox full"
@@ -64,11 +63,9 @@ def _next(script: list[str]) -> str:
 
 @pytest.fixture
 def server() -> Iterator[tuple[Answers, int]]:
-    handler, port = Answers(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Answers()
+    with smtp_sink(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.smtp import SmtpBackend
-from tests.test_smtp import free_port
+from tests.test_smtp import smtp_sink
 
 
 class Sessions:
@@ -45,11 +44,9 @@ class Sessions:
 
 @pytest.fixture
 def server() -> Iterator[tuple[Sessions, int]]:
-    handler, port = Sessions(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    handler = Sessions()
+    with smtp_sink(handler) as port:
+        yield handler, port
 
 
 def batch(first: int, count: int) -> Batch:

@@ -2,7 +2,7 @@
 
 The sample newsletter as `mailer demo` writes it to the outbox, and the confirmation
 email. Before, the preheader's white text on the page's grey tripped
-``HTML_FONT_LOW_CONTRAST``. `make browser` installs spamassassin; without it this fails.
+``HTML_FONT_LOW_CONTRAST``. `make test-programs` installs spamassassin; without it this fails.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SITE = {"MAILER_PUBLIC_URL": "https://mail.example.org", "MAILER_SITE_URL": "htt
 def spam_score(message: bytes, home: Path) -> tuple[float, list[str]]:
     """SpamAssassin's score and rule names for ``message``, with no network rule."""
     binary = shutil.which("spamassassin")
-    assert binary, "Debian's spamassassin is missing: `make browser` installs it"
+    assert binary, "Debian's spamassassin is missing: `make test-programs` installs it"
     result = subprocess.run(
         [binary, "-L"],
         input=message,

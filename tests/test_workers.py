@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 
 from mailer.config import Settings
 from mailer.content.post import load_post
@@ -74,28 +73,6 @@ def worker(settings: Settings, cwd: Path, *, beat: bool = False) -> Iterator[sub
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-@pytest.fixture
-def broker() -> Iterator[None]:
-    with redis.Redis.from_url(BROKER) as client:
-        client.flushdb()
-        yield
-        client.flushdb()
-
-
-@pytest.fixture
-def runtime() -> Iterator[Callable[[Settings], Runtime]]:
-    """Runtimes for the test process (the one that starts campaigns and watches them)."""
-    made: list[Runtime] = []
-
-    def make(settings: Settings) -> Runtime:
-        made.append(Runtime(settings))
-        return made[-1]
-
-    yield make
-    for rt in made:
-        rt.close()
 
 
 def _seed(rt: Runtime, confirmed: int, pending: int, unsubscribed: int) -> set[str]:

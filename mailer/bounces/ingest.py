@@ -92,29 +92,26 @@ def ingest_message(sessions: sessionmaker, settings: Settings, verp: Verp, data:
 
 
 def _delivery(session: Session, verp: Verp, report: Report) -> tuple[int, int] | None:
-    """(campaign id, delivery id) of the copy the report is about, if it is one of ours."""
+    """(campaign id, delivery id) of the copy the report is about, if it is one of ours.
+    A genuine address may outlive its row (a reader erased since, a database reset)."""
     for address in report.returned_to:
         ids = verp.parse(address)
-        if ids is not None and _exists(session, *ids):
+        if ids is not None and _recorded(session, *ids) is not None:
             return ids
     for message_id in report.original_ids:
         match = _OUR_MESSAGE_ID.fullmatch(message_id)
         if match is None:
             continue
         campaign_id, delivery_id = int(match[1]), int(match[2])
-        recorded = session.scalar(
-            select(Delivery.provider_id).where(
-                Delivery.id == delivery_id, Delivery.campaign_id == campaign_id
-            )
-        )
-        if recorded == message_id:
+        if _recorded(session, campaign_id, delivery_id) == message_id:
             return campaign_id, delivery_id
     return None
 
 
-def _exists(session: Session, campaign_id: int, delivery_id: int) -> bool:
-    """A genuine address may outlive its row (a reader erased since, a database reset)."""
-    found = session.scalar(
-        select(Delivery.id).where(Delivery.id == delivery_id, Delivery.campaign_id == campaign_id)
-    )
-    return found is not None
+def _recorded(session: Session, campaign_id: int, delivery_id: int) -> str | None:
+    """The Message-ID the ledger recorded for this copy ("" if none yet); None: no such row."""
+    return session.scalars(
+        select(Delivery.provider_id).where(
+            Delivery.id == delivery_id, Delivery.campaign_id == campaign_id
+        )
+    ).first()

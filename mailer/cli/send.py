@@ -367,7 +367,7 @@ def _dry_run(
     if (
         campaign is not None
         and campaign.status == CampaignState.SENDING
-        and not (ctx.settings.broker_url)
+        and not ctx.settings.broker_url
     ):
         queued = progress(ctx, campaign.id).queued
         console.print(

@@ -103,7 +103,7 @@ def _dedupe_styles(html: str) -> str:
         out.append(html[last : match.start()])
         last = match.end()
         if pre_tag:  # the text of a <pre> is left exactly as it is
-            out.append(_lean_tag(pre_tag, "pre", stack[-1][1]) + pre_rest)
+            out.append(_lean_tag(pre_tag, "pre", stack[-1][1])[0] + pre_rest)
             continue
         tag = tag.lower()
         if closing:
@@ -113,17 +113,20 @@ def _dedupe_styles(html: str) -> str:
             out.append(match[0])
             continue
         inherited = stack[-1][1]
-        out.append(_lean_tag(match[0], tag, inherited))
+        leaned, declared = _lean_tag(match[0], tag, inherited)
+        out.append(leaned)
         if tag not in _VOID and not rest.rstrip().endswith("/"):
-            stack.append((tag, _passes_on(tag, match[0], inherited)))
+            stack.append((tag, _passes_on(tag, declared, inherited)))
     out.append(html[last:])
     return "".join(out)
 
 
-def _lean_tag(text: str, tag: str, inherited: dict[str, str]) -> str:
+def _lean_tag(text: str, tag: str, inherited: dict[str, str]) -> tuple[str, list[tuple[str, str]]]:
+    """The tag without the declarations that change nothing, and all it declared (parsed
+    once, for what its children inherit)."""
     found = _STYLE_ATTR.search(text)
     if not found:
-        return text
+        return text, []
     declared = _declarations(found[2])
     kept = [
         f"{name}:{value}"
@@ -131,10 +134,11 @@ def _lean_tag(text: str, tag: str, inherited: dict[str, str]) -> str:
         if not _changes_nothing(tag, name, value, inherited)
     ]
     if len(kept) == len(declared):
-        return text
+        return text, declared
     if not kept:
-        return text[: found.start()] + text[found.end() :]
-    return text[: found.start()] + f"{found[1]}{';'.join(kept)};{found[3]}" + text[found.end() :]
+        return text[: found.start()] + text[found.end() :], declared
+    style = f"{found[1]}{';'.join(kept)};{found[3]}"
+    return text[: found.start()] + style + text[found.end() :], declared
 
 
 def _changes_nothing(tag: str, name: str, value: str, inherited: dict[str, str]) -> bool:
@@ -152,7 +156,9 @@ def _changes_nothing(tag: str, name: str, value: str, inherited: dict[str, str])
     )
 
 
-def _passes_on(tag: str, text: str, inherited: dict[str, str]) -> dict[str, str]:
+def _passes_on(
+    tag: str, declared: list[tuple[str, str]], inherited: dict[str, str]
+) -> dict[str, str]:
     """What the children of this element inherit, as far as inline styles tell."""
     passed = {
         name: value
@@ -162,8 +168,7 @@ def _passes_on(tag: str, text: str, inherited: dict[str, str]) -> dict[str, str]
     if tag in _INHERITED["font-weight"]:
         passed["font-weight"] = "bold"
     passed.setdefault("font-weight", "400")
-    found = _STYLE_ATTR.search(text)
-    for name, value in _declarations(found[2]) if found else ():
+    for name, value in declared:
         if name in _INHERITED:
             passed[name] = value
     return passed

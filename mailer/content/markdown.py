@@ -45,7 +45,6 @@ class Block:
     href: str = ""
     title: str = ""
     width: int | None = None  # pixels, from ``{width=…}``; ``images.py`` may fill it in
-    height: int | None = None
 
 
 @dataclass
@@ -262,7 +261,6 @@ def _lone_image(group: list[Token]) -> Block | None:
         href=href,
         title=str(image.attrGet("title") or ""),
         width=_pixels(image.attrGet("width")),
-        height=_pixels(image.attrGet("height")),
     )
 
 

@@ -69,7 +69,6 @@ class Renderer:
         self,
         settings: Settings,
         image_sizes: ImageSizes | None = None,
-        budget: int = BUDGET,
         *,
         fetch_images: bool = False,
     ) -> None:
@@ -83,14 +82,13 @@ class Renderer:
         self.images = image_sizes or ImageSizes(
             settings.data_dir / "image-sizes.json", fetch=fetch_images
         )
-        self.budget = budget  # bytes of HTML a reader may get (shorten.py)
         self._logo_width_px: int | None = None
 
     def render(self, post: Post) -> Edition:
         body = self.prepare(post)
         mjml_source, context = self.template(body)
         edition = self.finish(body, context, self.compile(mjml_source, post.path))
-        if self._delivered_size(edition.html, post) <= self.budget:
+        if self._delivered_size(edition.html, post) <= BUDGET:
             return edition
         tried: list[tuple[Cut, str]] = []  # the chosen cut's HTML is not made twice
 
@@ -103,7 +101,7 @@ class Renderer:
         estimate = Estimate.of(
             edition.html, empty, body.sections, self.settings.public_url, post.slug
         )
-        cut = shorten(body.sections, size_of, self.budget, estimate)
+        cut = shorten(body.sections, size_of, BUDGET, estimate)
         html = next((h for c, h in tried if c is cut), None) or self._cut(body, cut)
         moved = tuple(WebSection(s.title, s.anchor) for s in cut.moved)
         return replace(edition, html=html, web_html=edition.html, moved=moved)

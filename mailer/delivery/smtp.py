@@ -235,14 +235,12 @@ class SmtpBackend:
                     envelope = next(envelopes, None)
                 if envelope is None:
                     break
-                kept, outcome = self._deliver(connection, compiled, envelope)
+                connection, outcome = self._deliver(connection, compiled, envelope)
                 outcomes[envelope.key] = outcome
-                if kept is None or outcome.status in ("retry", "unknown"):
+                if connection is None or outcome.status in ("retry", "unknown"):
                     stop.set()  # the server refuses us or the link is gone: the rest wait
                     broken = True
-                    connection = kept
                     break
-                connection = kept
         finally:
             if connection is not None and not broken:
                 self._give_back(connection)

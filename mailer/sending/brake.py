@@ -163,10 +163,8 @@ def release(session: Session, campaign_id: int, force: bool) -> None:
             brake.released_at = utcnow()
         return
     if brake is not None and brake.tripped_at is not None and brake.released_at is None:
-        raise BrakeEngaged(
-            f"campaign {campaign_id} was paused by the {brake.reason.partition(': ')[0]}: "
-            f"{brake.reason.partition(': ')[2]}"
-        )
+        what, _, why = brake.reason.partition(": ")
+        raise BrakeEngaged(f"campaign {campaign_id} was paused by the {what}: {why}")
 
 
 def view(session: Session, settings: Settings, campaign_id: int) -> BrakeView:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from mailer.clock import utcnow
 from mailer.errors import ConfigError, MailerError
 from mailer.tracking.events import Event, EventKind
 
@@ -143,7 +144,7 @@ def _event(item: dict[str, Any]) -> Event:
     try:
         at = dt.datetime.fromtimestamp(int(item.get("timestamp", 0)), dt.UTC)
     except (TypeError, ValueError, OverflowError, OSError):  # OSError: out of the OS's range
-        at = dt.datetime.now(dt.UTC)
+        at = utcnow()
     event_id = item.get("sg_event_id")
     return Event(
         kind=kind,

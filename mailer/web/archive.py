@@ -51,9 +51,8 @@ def edition(request: Request, slug: str) -> Response:
             .order_by(Campaign.id.desc())
             .limit(1)
         )
-    pages = request.app.state.pages
     if campaign is None:
-        return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
+        return request.app.state.pages.not_found()
     public_url = request.app.state.settings.public_url
     # The whole post, also when the email was shortened to stay under Gmail's clip.
     html, _text = (

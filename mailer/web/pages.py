@@ -60,6 +60,11 @@ class Pages:
     def message(self, title: str, text: str, status_code: int = 200) -> HTMLResponse:
         return self.render("message", status_code, title=title, text=text)
 
+    def not_found(self) -> HTMLResponse:
+        """The one "not found" page (404), in the language of the pages now."""
+        strings = self.strings
+        return self.message(strings["not_found_title"], strings["not_found"], 404)
+
 
 async def not_found(request: Request, exc: Exception) -> Response:
     """An unknown address: a page a person can read for a browser (it asks for text/html),
@@ -68,5 +73,4 @@ async def not_found(request: Request, exc: Exception) -> Response:
     if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
         return await http_exception_handler(request, exc)
     pages: Pages = request.app.state.pages
-    strings = pages.strings
-    return pages.message(strings["not_found_title"], strings["not_found"], 404)
+    return pages.not_found()

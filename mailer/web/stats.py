@@ -41,8 +41,7 @@ def _same(offered: str, expected: str) -> bool:
 
 
 def not_found(request: Request) -> Response:
-    pages = request.app.state.pages
-    return pages.message(pages.strings["not_found_title"], pages.strings["not_found"], 404)
+    return request.app.state.pages.not_found()
 
 
 def _login(request: Request, status: int = 401, error: str = "") -> Response:

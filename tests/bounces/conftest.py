@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.test_smtp import Mailbox, free_port
+from tests.test_smtp import Mailbox, free_port, smtp_sink
 
 DOVECOT = Path("/usr/sbin/dovecot")
 
@@ -110,7 +109,7 @@ def tls_dovecot() -> Iterator[Dovecot]:
 @contextmanager
 def _dovecot(tls: bool = False) -> Iterator[Dovecot]:
     if not DOVECOT.is_file():
-        pytest.fail(f"{DOVECOT} is missing: run `make browser` (it installs dovecot-imapd)")
+        pytest.fail(f"{DOVECOT} is missing: run `make test-programs` (it installs dovecot-imapd)")
     # Not under pytest's own temporary folder, which only its owner may enter.
     root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
     root.chmod(0o755)
@@ -244,10 +243,5 @@ def mailbox_server(dovecot: Dovecot) -> Iterator[Dovecot]:
 def smtp_server() -> Iterator[tuple[Mailbox, int]]:
     """aiosmtpd on loopback, keeping each envelope (tests/test_smtp.py's handler)."""
     handler = Mailbox(set())
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_sink(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()

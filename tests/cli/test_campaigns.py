@@ -5,7 +5,6 @@ campaign stays `sending` with its batch in the broker until the test steers it."
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from tests.cli.conftest import Cli, cells, ok, refused
 POST = "---\ntitle: Operator weekly\n---\nHello, with [a link](https://example.org/story).\n"
 AUDIENCE = ["ann@example.org", "bob@example.org", "cy@example.org"]
 CELERY_QUEUE = "celery"  # the Redis list Celery's default queue is kept in
-
-
-@pytest.fixture
-def broker() -> Iterator[redis.Redis]:
-    """This run's Redis database, emptied before and after (no batch outlives the test)."""
-    with redis.Redis.from_url(redis_url()) as client:
-        client.flushdb()
-        yield client
-        client.flushdb()
 
 
 @pytest.fixture

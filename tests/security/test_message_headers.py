@@ -17,7 +17,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import update
 
 import mailer.delivery.message
@@ -44,7 +43,7 @@ from subscribers.models import Status, Subscriber
 from subscribers.optin import OptIn
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.conftest import DATABASES
-from tests.test_smtp import Mailbox, deliveries, free_port, send
+from tests.test_smtp import Mailbox, deliveries, send, smtp_sink
 
 ATTACK = (
     "=?utf-8?q?X=0D=0AReply-To:_a@attacker.example=0D=0AContent-Type:_text/plain=0D=0A=0D=0A"
@@ -100,27 +99,10 @@ def assert_intended(message: EmailMessage, address: str, headers: list[str] = IN
 
 
 @pytest.fixture
-def runtime() -> Iterator[Callable[..., Runtime]]:
-    made: list[Runtime] = []
-
-    def make(settings: Settings, **changes: object) -> Runtime:
-        made.append(Runtime(settings.model_copy(update=changes)))
-        return made[-1]
-
-    yield make
-    for rt in made:
-        rt.engine.dispose()
-
-
-@pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    handler, port = Mailbox(set()), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    handler = Mailbox(set())
+    with smtp_sink(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
