@@ -49,7 +49,7 @@ from mailer.tracking.events import Event, EventKind, apply, record
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
 from tests.event_support import deliveries, new_campaign, seed, wait_for, write_post
 from tests.test_reconcile import Recording
-from tests.test_workers import BROKER, SECRET, broker, worker  # noqa: F401  (broker: a fixture)
+from tests.test_workers import BROKER, SECRET, worker
 
 LINKS = ["https://example.org/story"]
 READERS = [f"reader{i:02d}@example.org" for i in range(40)]
