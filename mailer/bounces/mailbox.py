@@ -113,10 +113,19 @@ class BounceMailbox:
                 )
             else:
                 imap = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
-                if self.security == "starttls":
-                    imap.starttls(ssl_context=context)
         except (imaplib.IMAP4.error, OSError) as exc:
             raise MailboxError(f"cannot reach the bounce mailbox {where}: {exc}") from exc
+        if self.security == "starttls":
+            try:
+                imap.starttls(ssl_context=context)
+            except (imaplib.IMAP4.error, OSError) as exc:
+                with contextlib.suppress(OSError):  # a failed handshake closed it already
+                    imap.shutdown()  # before the login: the password never crosses in clear
+                raise MailboxError(
+                    f"cannot reach the bounce mailbox {where}: STARTTLS failed ({exc}); for a "
+                    "server that speaks TLS from the start, set "
+                    "MAILER_BOUNCE_IMAP_SECURITY=ssl and its port (993)"
+                ) from exc
         try:
             imap.login(self.username, self.password)
         except imaplib.IMAP4.error as exc:

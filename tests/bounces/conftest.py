@@ -43,10 +43,14 @@ class Dovecot:
     username: str = "bounces"
     password: str = "a-test-password"
     ca_file: Path | None = None  # IMAP over TLS, the server's certificate signed by this CA
+    starttls: bool = False  # TLS after STARTTLS on the IMAP port, rather than from the start
 
     def connect(self) -> imaplib.IMAP4:
         if self.ca_file is None:
             imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        elif self.starttls:
+            imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+            imap.starttls(ssl_context=ssl.create_default_context(cafile=self.ca_file))
         else:
             context = ssl.create_default_context(cafile=self.ca_file)
             imap = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=context, timeout=10)
@@ -106,14 +110,22 @@ def tls_dovecot() -> Iterator[Dovecot]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def starttls_dovecot() -> Iterator[Dovecot]:
+    with _dovecot(tls=True, starttls=True) as server:
+        yield server
+
+
 @contextmanager
-def _dovecot(tls: bool = False) -> Iterator[Dovecot]:
+def _dovecot(tls: bool = False, starttls: bool = False) -> Iterator[Dovecot]:
+    """Plain IMAP; with ``tls``, implicit TLS (imaps), or STARTTLS required on the IMAP
+    port with ``starttls`` too."""
     if not DOVECOT.is_file():
         pytest.fail(f"{DOVECOT} is missing: run `make test-programs` (it installs dovecot-imapd)")
     # Not under pytest's own temporary folder, which only its owner may enter.
     root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
     root.chmod(0o755)
-    server = Dovecot(free_port(), ca_file=root / "ca.pem" if tls else None)
+    server = Dovecot(free_port(), ca_file=root / "ca.pem" if tls else None, starttls=starttls)
     tls_settings = "ssl = no"
     listeners = f"""inet_listener imap {{
     address = 127.0.0.1
@@ -125,6 +137,7 @@ def _dovecot(tls: bool = False) -> Iterator[Dovecot]:
     if tls:
         write_certificates(root)
         tls_settings = f"ssl = required\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem"
+    if tls and not starttls:
         listeners = f"""inet_listener imap {{
     port = 0
   }}

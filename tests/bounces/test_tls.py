@@ -1,8 +1,9 @@
 """`mailer bounces fetch` over IMAP with TLS, and never plain IMAP beyond loopback.
 
-Dovecot speaks only implicit TLS here, with a certificate from a CA made in the test: the
-fetch trusts it through MAILER_BOUNCE_IMAP_CA_FILE, and without that setting refuses the
-server (the system's CAs do not know it) and leaves the mailbox as it was.
+Dovecot speaks implicit TLS here (and, in a second server, requires STARTTLS on the IMAP
+port), with a certificate from a CA made in the test: the fetch trusts it through
+MAILER_BOUNCE_IMAP_CA_FILE, and without that setting refuses the server (the system's CAs
+do not know it) and leaves the mailbox as it was.
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ from tests.test_smtp import SECRET
 @pytest.fixture
 def tls_mailbox(tls_dovecot: Dovecot) -> Iterator[Dovecot]:
     """The TLS Dovecot with two messages in its inbox: a bounce and an out-of-office."""
-    tls_dovecot.empty()
+    yield from _filled(tls_dovecot)
+
+
+@pytest.fixture
+def starttls_mailbox(starttls_dovecot: Dovecot) -> Iterator[Dovecot]:
+    """The same two messages, in the Dovecot that requires STARTTLS."""
+    yield from _filled(starttls_dovecot)
+
+
+def _filled(server: Dovecot) -> Iterator[Dovecot]:
+    server.empty()
     fill = {"verp": "bounces@example.com", "reader": "a@example.org", "message_id": "<1@x>"}
-    imap = tls_dovecot.connect()
+    imap = server.connect()
     try:
         for name in ("postfix-user-unknown.eml", "out-of-office.eml"):
             text = Template((DATA / name).read_text()).substitute(fill).replace("\n", "\r\n")
@@ -34,8 +45,8 @@ def tls_mailbox(tls_dovecot: Dovecot) -> Iterator[Dovecot]:
             assert imap.append("INBOX", None, when, text.encode())[0] == "OK"
     finally:
         imap.logout()
-    yield tls_dovecot
-    tls_dovecot.empty()
+    yield server
+    server.empty()
 
 
 def _fetch(monkeypatch: pytest.MonkeyPatch, host: str, port: int, **more: str) -> Result:
@@ -66,6 +77,46 @@ def test_fetch_over_tls_trusts_the_configured_ca(
     assert "2 messages read" in result.output
     assert tls_mailbox.folder("INBOX") == []
     assert len(tls_mailbox.folder("Processed")) == len(tls_mailbox.folder("Unparseable")) == 1
+
+
+def test_fetch_after_starttls(
+    starttls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(
+        monkeypatch,
+        "127.0.0.1",
+        starttls_mailbox.port,
+        BOUNCE_IMAP_SECURITY="starttls",
+        BOUNCE_IMAP_CA_FILE=str(starttls_mailbox.ca_file),
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 messages read" in result.output
+    assert starttls_mailbox.folder("INBOX") == []
+    assert len(starttls_mailbox.folder("Processed")) == 1
+
+
+def test_starttls_with_an_untrusted_certificate_is_refused(
+    starttls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    port = starttls_mailbox.port
+    result = _fetch(monkeypatch, "127.0.0.1", port, BOUNCE_IMAP_SECURITY="starttls")
+    assert result.exit_code != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in result.output
+    assert len(starttls_mailbox.folder("INBOX")) == 2
+
+
+def test_a_server_without_starttls_gets_no_password(
+    dovecot: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for STARTTLS, a server that does not offer it is left before the login."""
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    result = _fetch(monkeypatch, "127.0.0.1", dovecot.port, BOUNCE_IMAP_SECURITY="starttls")
+    assert result.exit_code != 0
+    said = " ".join(result.output.split())
+    assert f"cannot reach the bounce mailbox 127.0.0.1:{dovecot.port}" in said
+    assert "STARTTLS" in said
 
 
 def test_a_server_certificate_no_trusted_ca_signed_is_refused(
