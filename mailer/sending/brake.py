@@ -78,7 +78,8 @@ def _event_counts(session: Session, campaign_id: int) -> tuple[int, int]:
     return hard_bounces(session, campaign_id), complaints(session, campaign_id)
 
 
-def rates(session: Session, campaign_id: int) -> Rates:
+def rates(session: Session, campaign_id: int, events: tuple[int, int] | None = None) -> Rates:
+    """The campaign's rates; ``events`` are its event counts when already counted."""
     counts = dict(
         session.execute(
             select(Delivery.status, func.count())
@@ -88,7 +89,7 @@ def rates(session: Session, campaign_id: int) -> Rates:
     )
     sent = counts.get(DeliveryState.SENT, 0)
     attempted = sent + counts.get(DeliveryState.FAILED, 0) + counts.get(DeliveryState.UNKNOWN, 0)
-    return Rates(attempted, sent, *_event_counts(session, campaign_id))
+    return Rates(attempted, sent, *(events or _event_counts(session, campaign_id)))
 
 
 def _verdict(r: Rates, s: Settings, campaign_id: int) -> str | None:
@@ -131,7 +132,7 @@ def check(sessions: sessionmaker, s: Settings, campaign_id: int) -> str | None:
         status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
         if status != CampaignState.SENDING:
             return None
-        reason = _verdict(rates(session, campaign_id), s, campaign_id)
+        reason = _verdict(rates(session, campaign_id, (hard, complaints)), s, campaign_id)
         if reason is None:
             return None
         paused = move(
