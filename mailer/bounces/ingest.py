@@ -12,7 +12,6 @@ Message-ID is the event id), so a report read twice changes nothing the second t
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +22,7 @@ from mailer.bounces.mailbox import UNPARSEABLE
 from mailer.bounces.report import NotAReport, Report, parse
 from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.delivery.message import message_id_ids
 from mailer.delivery.verp import Verp
 from mailer.sending import brake
 from mailer.store.ledger import Delivery
@@ -32,8 +32,6 @@ __all__ = ["Ingested", "ingest", "ingest_message"]
 
 log = logging.getLogger(__name__)
 SOURCE = "mailbox"
-# batch.py's delivery key, then message.py's nonce: <campaign-delivery.nonce@domain>
-_OUR_MESSAGE_ID = re.compile(r"<([0-9]{1,18})-([0-9]{1,18})\.[0-9a-f]+@[^>]+>")
 
 _EVENTS: dict[str, tuple[EventKind, Literal["hard", "soft", "block", ""]]] = {
     "hard": (EventKind.BOUNCED, "hard"),
@@ -99,12 +97,9 @@ def _delivery(session: Session, verp: Verp, report: Report) -> tuple[int, int] |
         if ids is not None and _recorded(session, *ids) is not None:
             return ids
     for message_id in report.original_ids:
-        match = _OUR_MESSAGE_ID.fullmatch(message_id)
-        if match is None:
-            continue
-        campaign_id, delivery_id = int(match[1]), int(match[2])
-        if _recorded(session, campaign_id, delivery_id) == message_id:
-            return campaign_id, delivery_id
+        ids = message_id_ids(message_id)
+        if ids is not None and _recorded(session, *ids) == message_id:
+            return ids
     return None
 
 

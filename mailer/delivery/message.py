@@ -31,19 +31,48 @@ from mailer.errors import PermanentDeliveryError, UnsafeHeaderValue
 from mailer.headers import check_header_text
 
 __all__ = [
+    "MAX_ID",
     "Batch",
     "Compiled",
     "Envelope",
     "Sender",
     "check_batch",
+    "delivery_key",
     "feedback_headers",
+    "key_ids",
     "list_headers",
+    "message_id_ids",
     "reader_name",
     "to_bytes",
     "to_mime",
     "verify_header_block",
     "without_unsafe_readers",
 ]
+
+
+MAX_ID = 2**63 - 1  # the id columns are signed 64-bit integers
+_KEY = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+_MESSAGE_ID = re.compile(r"<([0-9]{1,19}-[0-9]{1,19})\.[0-9a-f]+@[^>]+>")
+
+
+def delivery_key(campaign_id: int, delivery_id: int) -> str:
+    """The key of one reader's copy of a campaign (``Envelope.key``), unique in the store."""
+    return f"{campaign_id}-{delivery_id}"
+
+
+def key_ids(key: str) -> tuple[int, int] | None:
+    """(campaign id, delivery id) of a ``delivery_key``; None for other mail's keys."""
+    match = _KEY.fullmatch(key)
+    if match is None or max(int(match[1]), int(match[2])) > MAX_ID:
+        return None
+    return int(match[1]), int(match[2])
+
+
+def message_id_ids(message_id: str) -> tuple[int, int] | None:
+    """(campaign id, delivery id) named by a Message-ID of the shape ``Batch.message_id``
+    makes; who made it is for the caller to check (against the ledger)."""
+    match = _MESSAGE_ID.fullmatch(message_id)
+    return key_ids(match[1]) if match else None
 
 
 @dataclass(frozen=True)
@@ -102,7 +131,8 @@ class Batch:
         return html, text
 
     def message_id(self, envelope: Envelope) -> str:
-        """Unique in the world, and the same for every build of this envelope in this Batch."""
+        """Unique in the world, and the same for every build of this envelope in this Batch
+        (``message_id_ids`` reads the key back)."""
         return f"<{envelope.key}.{self.nonce}@{self.sender.domain}>"
 
 

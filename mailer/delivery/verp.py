@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 
+from mailer.delivery.message import MAX_ID, key_ids
 from mailer.errors import TokenError
 from mailer.tokens import Purpose, Signer
 
@@ -21,8 +22,6 @@ __all__ = ["LOCAL_PREFIX", "Verp"]
 LOCAL_PREFIX = "bounces"
 # RFC 5321 4.5.3.1.1: the longest local part.
 _MAX_LOCAL = 64
-_MAX_ID = 2**63 - 1  # the id columns are signed 64-bit integers
-_KEY = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")  # a campaign's delivery key
 _ADDRESS = re.compile(
     rf"{LOCAL_PREFIX}\+([0-9a-z]{{1,13}})-([0-9a-z]{{1,13}})-([a-z2-7]{{20}})@([^@\s]+)"
 )
@@ -50,10 +49,8 @@ class Verp:
     def sender_for(self, key: str) -> str:
         """The envelope sender of the copy with delivery key ``key`` (``<campaign>-<delivery>``);
         other mail (a confirmation, a test send) returns to the bare bounce address."""
-        match = _KEY.fullmatch(key)
-        if match is None or max(int(match[1]), int(match[2])) > _MAX_ID:
-            return f"{LOCAL_PREFIX}@{self.domain}"
-        return self.address(int(match[1]), int(match[2]))
+        ids = key_ids(key)
+        return f"{LOCAL_PREFIX}@{self.domain}" if ids is None else self.address(*ids)
 
     def parse(self, address: str) -> tuple[int, int] | None:
         """The (campaign id, delivery id) of a genuine address of ours, else None. Any
@@ -62,7 +59,7 @@ class Verp:
         if match is None:
             return None
         campaign_id, delivery_id = int(match[1], 36), int(match[2], 36)
-        if max(campaign_id, delivery_id) > _MAX_ID:
+        if max(campaign_id, delivery_id) > MAX_ID:
             return None
         mac = base64.b32decode(match[3].upper() + "====")
         token = f"{campaign_id}.{delivery_id}.{base64.urlsafe_b64encode(mac).decode()}"

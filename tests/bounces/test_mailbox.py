@@ -21,6 +21,14 @@ from sqlalchemy import select
 
 from mailer.cli import main
 from mailer.config import Settings
+from mailer.delivery.message import (
+    Batch,
+    Envelope,
+    Sender,
+    delivery_key,
+    key_ids,
+    message_id_ids,
+)
 from mailer.delivery.verp import Verp
 from mailer.runtime import Runtime
 from mailer.tokens import Signer
@@ -167,3 +175,16 @@ def test_ingest_reads_one_message_from_a_file_or_standard_input(
     assert result.exit_code == 1 and "1 unparseable" in result.output
     result = CliRunner().invoke(main, ["bounces", "ingest", "-"], input=postfix.encode())
     assert result.exit_code == 0 and "-: unmatched" in result.output  # no such delivery
+
+
+def test_a_message_id_names_its_copy_up_to_the_largest_id() -> None:
+    """What ``Batch.message_id`` writes, ``message_id_ids`` reads back (the ingest's second
+    way to find a copy); a key beyond the id columns' range names nothing."""
+    largest = 2**63 - 1
+    envelope = Envelope("a@example.org", "", delivery_key(7, largest))
+    batch = Batch("S", "<p>x</p>", "x", Sender("news@example.com"), (envelope,))
+    assert message_id_ids(batch.message_id(envelope)) == (7, largest)
+    assert key_ids(delivery_key(7, largest + 1)) is None
+    assert message_id_ids("<7-8.abc@example.com>") == (7, 8)
+    assert message_id_ids("<7-8@example.com>") is None  # no nonce: not one of ours
+    assert key_ids("test-1") is None  # a test send's key
