@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
 from mailer.headers import check_header_text
+from mailer.store.dialect import among
 from mailer.store.ledger import Delivery
 from subscribers.addresses import address_hash, lookup_hash, normalize
 from subscribers.models import Activity, Status, Subscriber, Suppression, SuppressionReason
@@ -216,7 +217,7 @@ def addressed_by(session: Session, delivery_ids: Sequence[int]) -> dict[int, tup
     rows = session.execute(
         select(Delivery.id, Delivery.campaign_id, Subscriber.email_hash)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id.in_(delivery_ids))
+        .where(among(session.connection(), Delivery.id, delivery_ids))
     )
     return {delivery_id: (campaign_id, email_hash) for delivery_id, campaign_id, email_hash in rows}
 
