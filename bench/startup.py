@@ -4,20 +4,22 @@
         [--mjml PATH] [--base DIR]
 
 Each command is a fresh process (``python -m mailer …`` from an empty folder, without
-``MAILER_*`` settings); its wall time is measured here and its peak RSS is the child's
-own ``ru_maxrss`` (``os.wait4``). The peer is node's ``mjml`` CLI compiling the MJML
-mailer makes for the same post (``--mjml``, else ``mjml`` on PATH; skipped when there is
-none: ``npm install mjml`` in any folder gives ``node_modules/.bin/mjml``). ``--base``
-runs the same commands from another checkout too (``git archive HEAD | tar -x -C DIR``
-gives one), for a before/after. The variants run interleaved, round after round, so
-that load from elsewhere falls on all of them alike; the table shows medians. Targets
-(issue 16): ``--help`` under 0.3 s; ``preview`` within 1.2× of ``mjml`` and under
-120 MiB.
+``MAILER_*`` settings, its bytecode cached as an installed copy's is); its wall time is
+measured here and its peak RSS is the child's own ``ru_maxrss`` (``os.wait4``). The
+peer is node's ``mjml`` CLI compiling the MJML mailer makes for the same post
+(``--mjml``, else ``mjml`` on PATH; skipped when there is none: ``npm install mjml`` in
+any folder gives ``node_modules/.bin/mjml``). ``--base`` runs the same commands from
+another checkout too (``git archive HEAD | tar -x -C DIR`` gives one), for a
+before/after. The variants run interleaved, round after round, so that load from
+elsewhere falls on all of them alike; the table shows medians. Targets (issue 16):
+``--help`` under 0.3 s; ``preview`` within 1.2× of ``mjml`` and under 120 MiB.
+``preview_pair`` gives ``bench/compare.py`` the same preview and its peer.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import statistics
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +49,8 @@ class Variant:
     seconds: list[float] = field(default_factory=list)
     mib: list[float] = field(default_factory=list)
 
-    def run(self, folder: Path) -> None:
+    def run(self, folder: Path) -> float:
+        """One fresh process, from ``folder``; its seconds (also kept, with its peak RSS)."""
         began = time.perf_counter()
         child = subprocess.Popen(
             self.argv, cwd=folder, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -58,6 +62,7 @@ class Variant:
         if child.returncode != 0:
             raise SystemExit(f"{' '.join(self.argv)} exited with {child.returncode}: {stderr}")
         self.mib.append(usage.ru_maxrss / 1024)  # kilobytes on Linux
+        return self.seconds[-1]
 
 
 def write_mjml(post: Path, path: Path) -> None:
@@ -74,25 +79,70 @@ def write_mjml(post: Path, path: Path) -> None:
     path.write_text(source, "utf-8")
 
 
+def clean_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("MAILER_")}
+
+
+def mailer_variants(name: str, checkout: Path, post: Path, folder: Path) -> list[Variant]:
+    """``mailer --help`` and ``mailer preview POST`` run from ``checkout``, with bytecode
+    kept in ``folder`` as an installed copy keeps it (pip compiles it): under
+    ``PYTHONDONTWRITEBYTECODE=1`` every run would compile mailer's modules again."""
+    env = {**clean_env(), "PYTHONPATH": str(checkout)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+    mailer = [sys.executable, "-m", "mailer"]
+    out = str(folder / f"out-{name}")
+    return [
+        Variant("--help", name, [*mailer, "--help"], env),
+        Variant("preview", name, [*mailer, "preview", str(post), "--out", out], env),
+    ]
+
+
+def mjml_variant(node: Path, post: Path, folder: Path) -> Variant:
+    """Node's ``mjml`` CLI compiling the MJML mailer makes for ``post`` (written first)."""
+    source = folder / f"{post.stem}.mjml"
+    command = [sys.executable, __file__, "--post", str(post), "--write-mjml", str(source)]
+    subprocess.run(command, check=True)
+    argv = [str(node), str(source), "-o", str(folder / "mjml.html")]
+    return Variant("preview", "mjml", argv, clean_env())
+
+
+def find_mjml() -> Path | None:
+    found = shutil.which("mjml")
+    return Path(found) if found else None
+
+
+def preview_pair(
+    post: Path, mjml: Path | None = None
+) -> tuple[Callable[[], float], dict[str, Callable[[], float]]] | None:
+    """Node's ``mjml`` CLI (at ``mjml``, else on PATH) on the MJML mailer makes for ``post``,
+    and ``mailer preview POST``: each a function timing one fresh process, run from a folder
+    of the benchmark's own (``bench/compare.py`` interleaves them). None without the CLI."""
+    node = mjml or find_mjml()
+    if node is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="mailer-bench-startup-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    peer = mjml_variant(node, post.resolve(), folder)
+    _, preview = mailer_variants("mailer", ROOT, post.resolve(), folder)
+    warm_up([peer, preview], folder)
+    return (lambda: peer.run(folder)), {"mailer preview": lambda: preview.run(folder)}
+
+
+def warm_up(found: list[Variant], folder: Path) -> None:
+    """One untimed run of each: caches (bytecode, image sizes) filled before timing."""
+    for variant in found:
+        variant.run(folder)
+        variant.seconds.clear()
+        variant.mib.clear()
+
+
 def variants(args: argparse.Namespace, folder: Path) -> list[Variant]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MAILER_")}
     checkouts = [("mailer", ROOT)] + ([("base", args.base.resolve())] if args.base else [])
-    found = []
-    for name, checkout in checkouts:
-        own = {**env, "PYTHONPATH": str(checkout)}
-        mailer = [sys.executable, "-m", "mailer"]
-        out = str(folder / f"out-{name}")
-        found.append(Variant("--help", name, [*mailer, "--help"], own))
-        found.append(
-            Variant("preview", name, [*mailer, "preview", str(args.post), "--out", out], own)
-        )
-    node = args.mjml or shutil.which("mjml")
+    found = [v for name, at in checkouts for v in mailer_variants(name, at, args.post, folder)]
+    node = args.mjml or find_mjml()
     if node:
-        source = folder / f"{args.post.stem}.mjml"
-        command = [sys.executable, __file__, "--post", str(args.post), "--write-mjml", str(source)]
-        subprocess.run(command, check=True)
-        argv = [str(node), str(source), "-o", str(folder / "mjml.html")]
-        found.append(Variant("preview", "mjml", argv, env))
+        found.append(mjml_variant(node, args.post, folder))
     else:
         print(
             "no mjml CLI (--mjml PATH, or npm install mjml): preview has no peer", file=sys.stderr
@@ -162,10 +212,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mailer-bench-startup-") as name:
         folder = Path(name)
         found = variants(args, folder)
-        for variant in found:  # a warm-up: caches (pyc, image sizes) filled before timing
-            variant.run(folder)
-            variant.seconds.clear()
-            variant.mib.clear()
+        warm_up(found, folder)
         for _ in range(args.runs):
             for variant in found:
                 variant.run(folder)

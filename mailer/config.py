@@ -15,26 +15,20 @@ import ipaddress
 import logging
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from limits import parse
 from pydantic import (
     AfterValidator,
-    EmailStr,
+    BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from mailer.errors import ConfigError, MailerError
@@ -130,6 +124,17 @@ def _timezone(value: str) -> str:
     return value
 
 
+def _email(value: str) -> str:
+    """Pydantic's ``EmailStr``, in its words, with email-validator imported when an address
+    is first read rather than when the settings are defined."""
+    from pydantic.networks import validate_email
+
+    return validate_email(value)[1]
+
+
+EmailAddress = Annotated[str, AfterValidator(_email)]
+
+
 def _database_url(value: str) -> str:
     """The store's own rule for the URLs it runs on (imported here: SQLAlchemy is heavy,
     and a command such as `mailer preview` never opens a database)."""
@@ -138,10 +143,15 @@ def _database_url(value: str) -> str:
     return database_url(value)
 
 
-class Settings(BaseSettings):
-    """The service's settings; field names are the lower-case ``MAILER_*`` names."""
+class Settings(BaseModel):
+    """The service's settings; field names are the lower-case ``MAILER_*`` names.
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    Read as pydantic-settings read them, without the tenth of a second it took every
+    command to import. The defaults are not checked each time (a test checks them once):
+    their checks would import SQLAlchemy, `limits` and email-validator, which most
+    commands never use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
 
     # Where the posts live on the web: relative links in a post resolve against it.
     site_url: HttpUrl = LOCAL_DEFAULT_URL
@@ -152,7 +162,7 @@ class Settings(BaseSettings):
 
     publication_name: HeaderText = "The Weekly"
     sender_name: HeaderText = "The Weekly"
-    sender_email: EmailStr = "newsletter@example.com"
+    sender_email: EmailAddress = "newsletter@example.com"
     # Required by anti-spam law in most places; the linter warns while it is empty.
     postal_address: str = ""
     # Language of posts that do not say; empty means detect it from the text.
@@ -174,7 +184,7 @@ class Settings(BaseSettings):
     preview_dir: Path = Path("preview")
 
     # Secrets that sign the links in email, newest first (older ones still verify).
-    secret_keys: Annotated[list[str], NoDecode] = [LOCAL_DEFAULT_SECRET]
+    secret_keys: list[str] = [LOCAL_DEFAULT_SECRET]
     # Off: a subscriber is confirmed at once, without the confirmation email.
     double_opt_in: bool = True
     confirm_link_days: int = Field(default=7, ge=1)
@@ -217,9 +227,9 @@ class Settings(BaseSettings):
     # Seconds to wait for a provider's answer; a send that times out is `unknown`.
     delivery_timeout: float = Field(default=30.0, gt=0)
     # An inbox the operator reads, offered as the mailto: List-Unsubscribe target.
-    unsubscribe_mailto: EmailStr | Literal[""] = ""
+    unsubscribe_mailto: EmailAddress | Literal[""] = ""
     # Where readers' replies go; empty: to the From address (no Reply-To header).
-    reply_to: EmailStr | Literal[""] = ""
+    reply_to: EmailAddress | Literal[""] = ""
     # Gmail's feedback loop: the SenderId of every Feedback-ID (5-15 characters, the same
     # for the whole mail stream); campaign and publication are the other two fields.
     feedback_sender_id: str = Field(default="newsletter", pattern=r"^[A-Za-z0-9._-]{5,15}$")
@@ -227,7 +237,7 @@ class Settings(BaseSettings):
     dns_resolver: str = ""
     # Addresses (comma-separated) that every `mailer send --test-to` copy also goes to:
     # the operator's own inboxes at several mailbox providers.
-    seed_list: Annotated[list[str], NoDecode] = []
+    seed_list: list[str] = []
 
     # Open pixel and click redirects (a campaign can also be sent without them).
     tracking: bool = True
@@ -296,6 +306,11 @@ class Settings(BaseSettings):
     send_time: Annotated[str, AfterValidator(_clock_time)] = "09:00"
     send_timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Shanghai"
 
+    def __init__(self, **values: Any) -> None:
+        """``values`` over the ``MAILER_*`` variables over the TOML file (``config_file``)."""
+        file, given = _by_field(_from_file(config_file())), _by_field(values)
+        super().__init__(**(file | _from_environment() | given))
+
     @field_validator("secret_keys", "seed_list", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -328,6 +343,8 @@ class Settings(BaseSettings):
     @field_validator("subscribe_rate_limit")
     @classmethod
     def _rate_limit_syntax(cls, value: str) -> str:
+        from limits import parse  # here: `limits` takes a tenth of a second to import
+
         try:
             parse(value)
         except ValueError as exc:
@@ -375,18 +392,6 @@ class Settings(BaseSettings):
         if self.font_url and not self.font_family:
             raise ValueError("font_url is set: set font_family to the family it defines too")
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
-        return init_settings, env_settings, toml
 
 
 def is_loopback(host: str) -> bool:
@@ -459,6 +464,36 @@ class Publication:
     @classmethod
     def of(cls, settings: Settings) -> Publication:
         return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+
+def _from_environment() -> dict[str, str]:
+    """The ``MAILER_*`` variables that name settings, by setting, the case of the name aside."""
+    prefix = ENV_PREFIX.lower()
+    found = {}
+    for name, value in os.environ.items():
+        field = name.lower().removeprefix(prefix)
+        if name.lower().startswith(prefix) and field in Settings.model_fields:
+            found[field] = value
+    return found
+
+
+def _by_field(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` under the names of the settings they set, the case of a key aside (of two
+    keys for one setting, the first); the rest as they are, to be refused as unknown."""
+    named: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.lower() in Settings.model_fields:
+            named.setdefault(key.lower(), value)
+        else:
+            named[key] = value
+    return named
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    with path.open("rb") as file:
+        return tomllib.load(file)
 
 
 def config_file() -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.config import load_settings
+from mailer.config import Settings, load_settings
 from mailer.errors import ConfigError
 
 
@@ -16,6 +16,31 @@ def test_defaults_need_no_setup() -> None:
     assert settings.broker_url == ""
     assert settings.database_url.startswith("sqlite:///")
     assert settings.posts_dir == Path("posts")
+
+
+def test_each_default_passes_its_own_check_as_is() -> None:
+    """Defaults are not checked as the settings are read (their checks would import
+    SQLAlchemy, `limits`, email-validator): given explicitly, each comes back unchanged."""
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    assert Settings(**defaults).model_dump() == defaults
+    assert Settings.model_config["validate_default"] is False  # what this test stands for
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("MAILER_SUBSCRIBE_RATE_LIMIT", "often", "use a rate such as '5/minute'"),
+        ("MAILER_DATABASE_URL", "mysql://db/news", "mysql is not supported"),
+        ("MAILER_SEED_LIST", "me@example.org,nobody", "'nobody': "),
+        ("MAILER_REPLY_TO", "nobody", "value is not a valid email address: An email address"),
+    ],
+)
+def test_settings_whose_checks_import_late_are_checked_when_set(
+    monkeypatch, name: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^{name}: (Value error, )?{words}"):
+        load_settings()
 
 
 def test_file_then_environment(monkeypatch, isolated_env: Path) -> None:
@@ -29,6 +54,20 @@ def test_file_then_environment(monkeypatch, isolated_env: Path) -> None:
     assert settings.publication_name == "AI 周报"
     assert settings.site_url == "https://blog.example.org"  # trailing slash dropped
     assert settings.sender_email == "weekly@example.org"
+
+
+def test_values_given_over_environment_over_file(monkeypatch, isolated_env: Path) -> None:
+    (isolated_env / "mailer.toml").write_text('backend = "smtp"\nbatch_size = 10\n')
+    monkeypatch.setenv("MAILER_BACKEND", "sendgrid")
+    settings = load_settings(backend="outbox")
+    assert (settings.backend, settings.batch_size) == ("outbox", 10)
+
+
+def test_names_are_read_whatever_their_case(monkeypatch, isolated_env: Path) -> None:
+    (isolated_env / "mailer.toml").write_text('Backend = "smtp"\n')
+    monkeypatch.setenv("mailer_site_url", "https://blog.example.org")
+    settings = load_settings()
+    assert (settings.backend, settings.site_url) == ("smtp", "https://blog.example.org")
 
 
 def test_config_file_from_environment(monkeypatch, isolated_env: Path) -> None:

@@ -7,7 +7,7 @@ import re
 from mailer.content.markdown import EmailMarkdown
 from mailer.content.plaintext import to_text
 from mailer.content.post import load_post
-from mailer.content.textwidth import display_width, is_wide
+from mailer.content.textwidth import display_width, is_wide, wrap
 from tests.conftest import SAMPLE_POST
 
 MAX_COLUMNS = 78
@@ -96,6 +96,11 @@ def test_cjk_wraps_anywhere_but_never_inside_a_url() -> None:
     assert display_width(lines[0]) >= 72  # broken between characters, not at a space
     at = lines.index(url)
     assert "".join(lines[:at]) == "这是一个很长的中文句子" * 12 and lines[at + 1 :] == ["结束。"]
+
+
+def test_a_url_in_capitals_is_a_url_too() -> None:
+    url = "HTTPS://EXAMPLE.ORG/" + "长路径" * 30
+    assert url in wrap("这是一个很长的中文句子" * 12 + f" {url} 结束。", 76)
 
 
 def test_a_table_is_aligned_or_when_too_wide_a_list() -> None:

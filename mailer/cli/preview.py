@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import webbrowser
 from pathlib import Path
 
 import click
@@ -53,7 +52,7 @@ def preview(
     html_path, text_path = write_preview(result, out_dir or settings.preview_dir)
     _print_summary(result, html_path, text_path)
     if open_browser:
-        webbrowser.open(html_path.resolve().as_uri())
+        _open(html_path.resolve().as_uri())
     if serve:
         url = f"http://127.0.0.1:{port}/"
         console.print(
@@ -61,7 +60,7 @@ def preview(
             "(Ctrl-C stops)"
         )
         if open_browser:
-            webbrowser.open(url)
+            _open(url)
 
         def report(error: str | None) -> None:
             said = f"[red]error:[/] {shown(error)}" if error else f"re-rendered {shown(post)}"
@@ -71,6 +70,12 @@ def preview(
             serve_preview(post, settings, "127.0.0.1", port, on_change=report)
     if strict and any(f.severity == "error" for f in result.findings):
         sys.exit(1)
+
+
+def _open(url: str) -> None:
+    import webbrowser  # here: most previews open nothing (it takes 5 ms to import)
+
+    webbrowser.open(url)
 
 
 def _print_summary(result: Preview, html_path: Path, text_path: Path) -> None:

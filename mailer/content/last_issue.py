@@ -8,27 +8,32 @@ to compare with, and lint works as before. A SQLite file that does not exist is 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from mailer.config import Settings
 
 __all__ = ["last_sent_preheader"]
 
+# A SQLite URL's file as SQLAlchemy reads it (sqlite[+driver]://[host]/FILE[?query]), read
+# here without SQLAlchemy: `mailer preview` on a laptop with no store never loads it.
+_SQLITE_FILE = re.compile(r"sqlite(?:\+\w+)?://[^/?]*(?:/(?P<file>[^?]*))?")
+
 
 def last_sent_preheader(settings: Settings, slug: str) -> str | None:
     """The preheader of the latest campaign sent of another post than ``slug``, if known."""
+    sqlite = _SQLITE_FILE.match(settings.database_url)
+    if sqlite and not (sqlite["file"] and Path(unquote(sqlite["file"])).is_file()):
+        return None
     # Imported here: `mailer preview` without a store loads no database driver.
     from sqlalchemy import select
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from mailer.errors import ConfigError
     from mailer.store.db import make_engine, make_sessions
     from mailer.store.ledger import Campaign, CampaignState
 
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
-        return None
     try:
         engine = make_engine(settings.database_url)
     except ConfigError:

@@ -10,10 +10,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import watchfiles
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.content.last_issue import last_sent_preheader
@@ -23,6 +21,9 @@ from mailer.content.render import Renderer
 from mailer.content.templating import Templates
 from mailer.edition import Edition, Finding
 from mailer.errors import MailerError
+
+if TYPE_CHECKING:
+    import watchfiles
 
 __all__ = ["Preview", "build_preview", "serve_preview", "write_preview"]
 
@@ -103,6 +104,11 @@ def serve_preview(
     on_change: Callable[[str | None], None] | None = None,
 ) -> None:
     """Serve the preview at http://host:port/ until interrupted, re-rendering on changes."""
+    # Imported here: `mailer preview` without --serve needs neither.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import watchfiles
+
     live = _LivePage(post_path, settings)
 
     class Handler(BaseHTTPRequestHandler):

@@ -35,8 +35,10 @@ _WIDE = (
     "\uffe0-\uffe6\U00020000-\U0003fffd"
 )
 _SPACE = " \t\n\r\f\v\u3000"
+# Blind to case in the scheme only: re.I over the wide ranges would double the time the
+# pattern takes to compile, which every process pays.
 _PIECES = re.compile(
-    rf"[{_SPACE}]+|[<(]?(?:https?|mailto|ftp):[^{_SPACE}]+|[{_WIDE}]|[^{_SPACE}{_WIDE}]+", re.I
+    rf"[{_SPACE}]+|[<(]?(?i:https?|mailto|ftp):[^{_SPACE}]+|[{_WIDE}]|[^{_SPACE}{_WIDE}]+"
 )
 # Wide punctuation that must not start a line (kinsoku): it stays with what it follows,
 # even one or two columns past the width.
