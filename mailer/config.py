@@ -126,10 +126,21 @@ def _timezone(value: str) -> str:
 
 def _email(value: str) -> str:
     """Pydantic's ``EmailStr``, in its words, with email-validator imported when an address
-    is first read rather than when the settings are defined."""
+    is first read rather than when the settings are defined; in ASCII, the domain in its
+    IDNA form (it goes into From, the Message-ID and DKIM, which take no other)."""
+    from email_validator import EmailNotValidError
+    from email_validator import validate_email as ascii_form
     from pydantic.networks import validate_email
+    from pydantic_core import PydanticCustomError
 
-    return validate_email(value)[1]
+    address = validate_email(value)[1]
+    try:
+        checked = ascii_form(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:  # worded as pydantic words the address's other faults
+        raise PydanticCustomError(
+            "value_error", "value is not a valid email address: {reason}", {"reason": str(exc)}
+        ) from exc
+    return checked.ascii_email or address
 
 
 EmailAddress = Annotated[str, AfterValidator(_email)]
@@ -350,6 +361,11 @@ class Settings(BaseModel):
         except ValueError as exc:
             raise ValueError("use a rate such as '5/minute' or '20 per hour'") from exc
         return value
+
+    @property
+    def sender_domain(self) -> str:
+        """The From address's domain (in ASCII), lower-cased."""
+        return self.sender_email.rpartition("@")[2].lower()
 
     def unsafe_local_defaults(self) -> list[str]:
         """Settings still at a local default (or a secret too short) that must not face the

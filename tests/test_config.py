@@ -123,3 +123,27 @@ def test_web_font_needs_its_family(monkeypatch) -> None:
     monkeypatch.setenv("MAILER_FONT_URL", "https://fonts.example/css")
     with pytest.raises(ConfigError, match="set font_family"):
         load_settings()
+
+
+def test_an_internationalised_sender_domain_goes_out_in_ascii(isolated_env: Path) -> None:
+    """From, the Message-ID, List-Id and DKIM take an ASCII domain: the IDNA form is kept,
+    so a Unicode domain cannot stop the Friday send at the first message."""
+    from mailer.delivery.identity import Identity
+    from mailer.delivery.message import Batch, Envelope, Sender, to_bytes
+
+    settings = Settings(sender_email="news@Bücher.example", reply_to="post@bücher.example")
+    assert settings.sender_email == "news@xn--bcher-kva.example"
+    assert settings.reply_to == "post@xn--bcher-kva.example"
+    assert settings.sender_domain == "xn--bcher-kva.example"
+    assert Identity.of(settings).list_id.endswith(".xn--bcher-kva.example")
+    envelope = Envelope("a@example.org", "", "1-2")
+    batch = Batch("S", "<p>x</p>", "x", Sender(settings.sender_email), (envelope,))
+    head = to_bytes(batch, envelope).split(b"\r\n\r\n")[0].decode("ascii")
+    assert "From: news@xn--bcher-kva.example" in head
+    assert "@xn--bcher-kva.example>" in head  # the Message-ID
+
+
+def test_a_sender_address_that_needs_smtputf8_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("MAILER_SENDER_EMAIL", "pöst@example.org")
+    with pytest.raises(ConfigError, match="MAILER_SENDER_EMAIL: value is not a valid email"):
+        load_settings()

@@ -74,7 +74,7 @@ def freemail(domain: str) -> bool:
 
 def findings(settings: Settings) -> list[Finding]:
     """What stands between this configuration and a DMARC pass."""
-    from_domain = str(settings.sender_email).rpartition("@")[2].lower()
+    from_domain = settings.sender_domain
     found = []
     if freemail(from_domain):
         found.append(

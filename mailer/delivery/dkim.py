@@ -163,5 +163,5 @@ def dkim_key(settings: Settings) -> DkimKey | None:
     without ``MAILER_DKIM_PRIVATE_KEY_FILE``."""
     if settings.dkim_private_key_file is None:
         return None
-    domain = settings.dkim_domain or str(settings.sender_email).rpartition("@")[2]
+    domain = settings.dkim_domain or settings.sender_domain
     return DkimKey(settings.dkim_private_key_file, settings.dkim_selector, domain)

@@ -15,8 +15,6 @@ import re
 from dataclasses import dataclass
 from email.header import Header
 
-import idna
-
 from mailer.config import Settings
 
 __all__ = ["NOTICE_CAMPAIGN", "Identity", "list_label"]
@@ -66,9 +64,9 @@ class Identity:
     def of(cls, settings: Settings) -> Identity:
         """From the publication name and the From domain (the namespace RFC 2919 asks for:
         a domain the list's owner controls)."""
-        local, _, domain = str(settings.sender_email).rpartition("@")
+        local = settings.sender_email.rpartition("@")[0]
         label = list_label(settings.publication_name) or list_label(local) or "newsletter"
-        namespace = idna.encode(domain.lower(), uts46=True).decode("ascii")
+        namespace = settings.sender_domain
         return cls(
             list_name=settings.publication_name,
             list_id=f"{label}.{namespace}",

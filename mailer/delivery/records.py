@@ -85,7 +85,7 @@ def records(settings: Settings) -> list[Record]:
     """The records this configuration needs (none for the outbox, which sends nowhere)."""
     if settings.backend == "outbox":
         return []
-    from_domain = str(settings.sender_email).rpartition("@")[2].lower()
+    from_domain = settings.sender_domain
     org = organizational_domain(from_domain)
     found = []
     key = dkim_key(settings) if settings.backend == "smtp" else None
