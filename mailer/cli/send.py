@@ -49,6 +49,9 @@ FOLLOW_COST_SHARE = 0.05
 # before it gives up; the send itself goes on without the watch.
 FOLLOW_PATIENCE = 120.0
 UNSETTLED_EXIT = 3
+# A dry run that finds the send would be refused ends as the refused send does (mailer's
+# error status).
+REFUSED_EXIT = 2
 # Addresses a dry run names before "… and N more" (--list names them all).
 DRY_RUN_SHOWN = 5
 
@@ -128,7 +131,8 @@ def send(
         return
     if dry_run:
         refusals = [lint_refusal] if lint_refusal else []
-        _dry_run(ctx, post, edition, again=again, list_all=list_all, refusals=refusals)
+        if _dry_run(ctx, post, edition, again=again, list_all=list_all, refusals=refusals):
+            sys.exit(REFUSED_EXIT)  # the status the real send would end with: a script sees it
         return
     if lint_refusal:
         raise MailerError(lint_refusal)
@@ -357,10 +361,10 @@ def _dry_run(
     again: bool,
     list_all: bool,
     refusals: list[str],
-) -> None:
+) -> bool:
     """What `mailer send POST` (with ``again``) would do now, doing none of it: the same
     campaign it would find, the audience by the rule the send fills its ledger by, and
-    what would refuse to start it."""
+    what would refuse to start it. True when something would."""
     campaign = campaign_of(ctx, edition.slug)
     if campaign is not None and campaign.status == CampaignState.CANCELLED and again:
         campaign = None  # a new campaign, to the readers the cancelled one did not reach
@@ -374,10 +378,10 @@ def _dry_run(
             f"Would go on with the interrupted send of campaign {campaign.id}: {queued:,} "
             "still queued. Nothing was sent."
         )
-        return
+        return False
     if campaign is not None and campaign.status != CampaignState.DRAFT:
         console.print(f"{_has_campaign_already(post, campaign)} Nothing was sent.")
-        return
+        return False
     campaign_id = campaign.id if campaign else None
     with ctx.sessions() as session:
         readers = audience.count(session, edition.slug, campaign_id)
@@ -397,9 +401,11 @@ def _dry_run(
         console.print(f"  {shown(address)}")
     if readers > len(addresses):
         console.print(f"  … and {readers - len(addresses):,} more (--list names them all)")
-    for refusal in refusals + _refusals(ctx):
+    refusals += _refusals(ctx)
+    for refusal in refusals:
         console.print(f"[red]The send would be refused:[/] {shown(refusal)}")
     console.print("Nothing was sent.")
+    return bool(refusals)
 
 
 def _refusals(ctx: Context) -> list[str]:

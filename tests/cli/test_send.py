@@ -35,7 +35,9 @@ def campaigns(sessions: sessionmaker) -> int:
 def test_dry_run_names_the_first_readers_and_what_would_stop_the_send(
     cli: Cli, sessions: sessionmaker, post: str
 ) -> None:
-    out = ok(cli("send", post, "--dry-run", batch_size="5"))
+    result = cli("send", post, "--dry-run", batch_size="5")
+    assert result.exit_code == 2  # as the send would end: a script sees it
+    out = result.stdout
     assert "to 7 confirmed subscribers in 2 batches through outbox" in out
     assert all(f"  {email}\n" in out for email in READERS[:5]) and READERS[5] not in out
     assert "… and 2 more (--list names them all)" in out
@@ -53,7 +55,9 @@ def test_dry_run_says_a_real_backend_would_refuse_the_local_defaults(
     cli: Cli, sessions: sessionmaker, post: str
 ) -> None:
     env = {"backend": "sendgrid", "sendgrid_api_key": "SG.x", "sendgrid_host": "http://127.0.0.1:9"}
-    out = ok(cli("send", post, "--dry-run", "--force", **env))
+    result = cli("send", post, "--dry-run", "--force", **env)
+    assert result.exit_code == 2
+    out = result.stdout
     assert "The send would be refused: refusing to send through sendgrid with local" in out
     refused(cli("send", post, "--force", **env), "refusing to send through sendgrid")
     assert campaigns(sessions) == 0
