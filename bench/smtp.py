@@ -1,6 +1,7 @@
 """The SMTP path against a raw smtplib loop: the same bytes, the same local aiosmtpd sink.
 
     .venv/bin/python bench/smtp.py [--size 5000] [--runs 3] [--modes inline,1,2]
+        [--batch-size 1000] [--sink-latency-ms 0] [--sink-processes 1]
 
 Each run, interleaved (the order rotates from run to run, so drift in the machine's load
 falls on every mode alike): the raw loop (one ``smtplib`` connection, ``sendmail`` of one
@@ -9,9 +10,24 @@ SMTP backend sending the sample post to ``--size`` confirmed subscribers of a fr
 PostgreSQL database, inline (``InlineQueue`` in this process) and through real Celery
 workers (``--concurrency=K`` on a Redis database of this run's own). The mailer's time runs
 from ``start()`` to the campaign's ``finished_at``. The sink, a process of its own, counts
-what each recipient got, and every run checks each reader got exactly one message.
+what each recipient got, and every run checks each reader got exactly one message. The
+sink's and the sender's CPU seconds go to stderr.
 
-``bench/compare.py`` imports ``smtp_pair`` from here; run alone, this prints the same table.
+Two regimes, to be reported apart:
+
+- CPU-bound (the default): the sink answers at once and shares the machine's cores with
+  the senders and PostgreSQL; the single-process sink alone costs more CPU per message than
+  a worker does, so on a small machine it, not the mailer, sets the pace of many workers.
+- Latency-bound (``--sink-latency-ms L``): every line the sink answers goes out L ms late,
+  as from a relay across a network (``asyncio.sleep``, no CPU), so each connection waits on
+  round trips and the figure shows how the mailer scales when the server is not the
+  bottleneck. ``--modes`` then takes ``KxC`` (K worker processes, MAILER_SMTP_CONNECTIONS
+  C) and ``rawC`` (the raw loop over C connections, a thread each).
+
+``--sink-processes N`` runs N sinks on one port (SO_REUSEPORT), to spread the sink's CPU.
+
+``bench/compare.py`` imports ``smtp_pair`` (CPU-bound) and may import ``smtp_latency_pair``
+from here; run alone, this prints the same table.
 """
 
 from __future__ import annotations
@@ -30,9 +46,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +61,7 @@ SCRIPT = str(Path(__file__).resolve())
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"
 SECRET = "bench-secret-for-the-smtp-benchmark"
 SENDER = "newsletter@example.com"
+Timed = Callable[[], float]  # one run; returns its seconds
 
 
 @functools.cache
@@ -59,60 +78,86 @@ def _send_bench() -> Any:
 # The sink -----------------------------------------------------------------------------------
 
 
-def sink_child(port: int, out: Path) -> None:
-    """An aiosmtpd server that accepts everything and, on SIGTERM, writes its counts."""
-    from aiosmtpd.controller import Controller
+def sink_child(port: int, out: Path, latency_ms: float) -> None:
+    """An aiosmtpd server that accepts everything and, on SIGTERM, writes its counts. With
+    ``latency_ms``, every line it answers goes out that late, as from a server across a
+    network (each command's round trip takes that long more; ``asyncio.sleep``: the wait
+    costs no CPU). The port is bound with SO_REUSEPORT, so several of these may share it
+    (the kernel spreads connections)."""
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
 
     counts: Counter[str] = Counter()
+    delay = latency_ms / 1000
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             counts.update(envelope.rcpt_tos)
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port, server_hostname="sink")
-    controller.start()
-    stopped = False
+    class Remote(SMTP):
+        async def push(self, status: Any) -> None:
+            await asyncio.sleep(delay)
+            await super().push(status)
 
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopped
-        stopped = True
+    server_class = Remote if delay else SMTP
 
-    signal.signal(signal.SIGTERM, stop)
-    while not stopped:
-        time.sleep(0.05)
-    controller.stop()
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopped.set)
+        server = await loop.create_server(
+            lambda: server_class(Handler(), hostname="sink"), "127.0.0.1", port, reuse_port=True
+        )
+        out.with_suffix(".ready").touch()
+        await stopped.wait()
+        server.close()
+
+    asyncio.run(serve())
     cpu = os.times()
     out.write_text(json.dumps({"counts": counts, "cpu": cpu.user + cpu.system}))
 
 
 class Sink:
-    """The sink in a process of its own (so its CPU is not the sender's)."""
+    """The sink in ``processes`` processes of its own on one port (so its CPU is not the
+    sender's), answering ``latency_ms`` late (0: at once)."""
 
-    def __init__(self, folder: Path, name: str) -> None:
+    def __init__(self, folder: Path, name: str, latency_ms: float = 0, processes: int = 1) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        self.out = folder / f"{name}.json"
-        command = [sys.executable, SCRIPT, "--sink", str(self.port), "--out", str(self.out)]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.outs = [folder / f"{name}-{i}.json" for i in range(processes)]
+        command = [sys.executable, SCRIPT, "--sink", str(self.port)]
+        command += ["--sink-latency-ms", str(latency_ms), "--out"]
+        self.processes = [
+            subprocess.Popen([*command, str(out)], stdin=subprocess.DEVNULL) for out in self.outs
+        ]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if all(out.with_suffix(".ready").exists() for out in self.outs):
                 return
-            except OSError:
-                time.sleep(0.05)
-        self.process.kill()
+            if any(process.poll() is not None for process in self.processes):
+                break
+            time.sleep(0.05)
+        for process in self.processes:
+            process.kill()
+            process.wait()
         raise RuntimeError("the sink did not start")
 
     def stop(self) -> Counter[str]:
         """What each recipient got; the sink's CPU seconds go to stderr (is it the limit?)."""
-        self.process.terminate()
-        self.process.wait(30)
-        result = json.loads(self.out.read_text())
-        print(f"    the sink used {result['cpu']:.2f} s of CPU", file=sys.stderr)
-        return Counter(result["counts"])
+        for process in self.processes:
+            process.terminate()
+        counts: Counter[str] = Counter()
+        cpu = 0.0
+        for process, out in zip(self.processes, self.outs, strict=True):
+            process.wait(30)
+            result = json.loads(out.read_text())
+            counts.update(result["counts"])
+            cpu += result["cpu"]
+        print(f"    the sink used {cpu:.2f} s of CPU", file=sys.stderr)
+        return counts
 
 
 def exactly_once(counts: Counter[str], size: int) -> None:
@@ -138,14 +183,23 @@ def sample_message() -> bytes:
     return to_bytes(batch, envelope, Identity.of(settings))
 
 
-def raw_loop(folder: Path, size: int, message: bytes) -> float:
-    """Seconds for ``size`` sendmail calls over one connection, with the sink's check."""
-    sink = Sink(folder, f"raw-{secrets.token_hex(3)}")
+def raw_loop(folder: Path, size: int, message: bytes, shape: SinkShape, connections: int) -> float:
+    """Seconds for ``size`` sendmail calls over ``connections`` connections (a thread each,
+    taking every ``connections``-th recipient), with the sink's check."""
+    sink = shape.start(folder, f"raw-{secrets.token_hex(3)}")
+
+    def loop(first: int) -> None:
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            for i in range(first, size, connections):
+                smtp.sendmail(SENDER, [f"reader{i}@bench.example.org"], message)
+
     try:
         started = time.perf_counter()
-        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
-            for i in range(size):
-                smtp.sendmail(SENDER, [f"reader{i}@bench.example.org"], message)
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(connections)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         seconds = time.perf_counter() - started
     finally:
         counts = sink.stop()
@@ -170,9 +224,16 @@ def bench_settings(database_url: str, port: int, **extra: Any) -> Any:
     )
 
 
-def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size: int) -> float:
-    """Seconds from ``start()`` to ``finished_at``: inline with ``workers`` 0, else through a
-    Celery worker of that concurrency."""
+def mailer_run(
+    folder: Path,
+    size: int,
+    mode: Mode,
+    admin_url: str,
+    batch_size: int,
+    shape: SinkShape,
+) -> float:
+    """Seconds from ``start()`` to ``finished_at``: inline with ``mode.workers`` 0, else
+    through a Celery worker of that concurrency; the sender's CPU seconds go to stderr."""
     import datetime as dt
 
     from sqlalchemy import text
@@ -184,17 +245,20 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
     from mailer.store.db import make_engine
 
     sb = _send_bench()
+    workers = mode.workers
     name = f"mailer_bench_smtp_{os.getpid()}_{secrets.token_hex(3)}"
     admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    sink = Sink(folder, name)
+    sink = shape.start(folder, name)
     worker = None
     rt = None
     try:
         sb.seed(url, size)
         extra: dict[str, Any] = {"batch_size": batch_size}
+        if mode.connections:
+            extra["smtp_connections"] = mode.connections
         if workers:
             extra["broker_url"] = sb.broker()
         settings = bench_settings(url, sink.port, **extra)
@@ -207,6 +271,7 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
         edition = rt.renderer.render(load_post(SAMPLE_POST))
         campaign, _ = create_campaign(rt, edition, SAMPLE_POST)
         queue = CeleryQueue(sb.broker()) if workers else InlineQueue(rt)
+        cpu_before = _sender_cpu(worker)
         began = dt.datetime.now(dt.UTC)
         try:
             assert start(rt, campaign.id, queue)
@@ -215,6 +280,8 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
                 queue.close()
         finished_at = sb.wait_sent(rt.engine, campaign.id, 600)
         seconds = (finished_at - began).total_seconds()
+        cpu = _sender_cpu(worker) - cpu_before
+        print(f"    the sender used {cpu:.2f} s of CPU", file=sys.stderr)
     finally:
         if worker is not None:
             sb.stop_group(worker)
@@ -228,24 +295,102 @@ def mailer_run(folder: Path, size: int, workers: int, admin_url: str, batch_size
     return seconds
 
 
-def smtp_pair(
-    size: int, modes: list[int], batch_size: int = 1000
-) -> tuple[Callable[[], float], dict[str, Callable[[], float]]]:
-    """The raw loop and each mailer mode, as functions returning seconds for ``size``
-    messages (``bench/compare.py`` interleaves them)."""
+def _sender_cpu(worker: subprocess.Popen | None) -> float:
+    """CPU seconds so far of the Celery worker (main and pool), or of this process (inline;
+    its polling of the campaign's row counts too)."""
+    if worker is None:
+        return time.process_time()
+    sb = _send_bench()
+    return sum(
+        seconds
+        for pid, (_, ppid, seconds) in sb.all_processes().items()
+        if worker.pid in (pid, ppid)
+    )
+
+
+@dataclass(frozen=True)
+class SinkShape:
+    """How the sink answers: ``latency_ms`` late to each command that carries the message
+    (a server across a network), from ``processes`` processes sharing its port."""
+
+    latency_ms: float = 0.0
+    processes: int = 1
+
+    def start(self, folder: Path, name: str) -> Sink:
+        return Sink(folder, name, self.latency_ms, self.processes)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One side of a pair: the raw loop (``raw``) or the mailer inline (``workers`` 0) or
+    with a Celery worker of ``workers`` processes; ``connections`` per sending process
+    (MAILER_SMTP_CONNECTIONS for the mailer; 0: its default)."""
+
+    workers: int = 0
+    connections: int = 0
+    raw: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Mode:
+        """``inline``, ``K`` (workers), ``KxC`` (workers × connections), ``rawC``."""
+        if text == "inline":
+            return cls()
+        if text.startswith("raw"):
+            return cls(connections=int(text[3:] or 1), raw=True)
+        workers, _, connections = text.partition("x")
+        return cls(int(workers), int(connections or 0))
+
+    @property
+    def label(self) -> str:
+        conns = f" × {self.connections} conn" if self.connections else ""
+        if self.raw:
+            return f"raw{conns}"
+        if not self.workers:
+            return f"inline{conns}"
+        return f"{self.workers} worker{'s' * (self.workers > 1)}{conns}"
+
+
+def pair(
+    size: int, modes: list[str], batch_size: int, shape: SinkShape
+) -> tuple[Timed, dict[str, Timed]]:
+    """The raw loop over one connection (the peer) and each mode, as functions returning
+    seconds for ``size`` messages (``bench/compare.py`` interleaves them)."""
     folder = Path(tempfile.mkdtemp(prefix="mailer-bench-smtp-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     admin_url = os.environ.get(
         "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     message = sample_message()
-    mailer = {
-        ("inline" if k == 0 else f"{k} worker{'s' * (k > 1)}"): (
-            lambda k=k: mailer_run(folder, size, k, admin_url, batch_size)
-        )
-        for k in modes
-    }
-    return (lambda: raw_loop(folder, size, message)), mailer
+
+    def timed(mode: Mode) -> Timed:
+        if mode.raw:
+            return lambda: raw_loop(folder, size, message, shape, mode.connections)
+        return lambda: mailer_run(folder, size, mode, admin_url, batch_size, shape)
+
+    sides = {mode.label: timed(mode) for mode in map(Mode.parse, modes)}
+    return timed(Mode(raw=True, connections=1)), sides
+
+
+def smtp_pair(
+    size: int, modes: list[int], batch_size: int = 1000
+) -> tuple[Timed, dict[str, Timed]]:
+    """The CPU-bound pair: the sink answers at once, so it and the senders share the
+    machine's cores. ``modes``: worker counts, 0 for inline."""
+    return pair(size, ["inline" if k == 0 else str(k) for k in modes], batch_size, SinkShape())
+
+
+def smtp_latency_pair(
+    size: int = 1000,
+    modes: tuple[str, ...] = ("1x1", "1x2", "1x4", "2x2", "raw4"),
+    batch_size: int = 125,
+    latency_ms: float = 5.0,
+) -> tuple[Timed, dict[str, Timed]]:
+    """The latency-bound pair: every line the sink answers goes out ``latency_ms`` late, as
+    from a relay across a network, at no CPU cost, so the figure shows what the mailer does
+    when the server is not the bottleneck. ``modes`` as for ``--modes`` (``KxC``: K workers
+    of C connections each; ``rawC``: the raw loop over C). The default batch size makes 8
+    batches, which 2 workers share evenly (5 batches split 3:2, a ceiling of 5/3)."""
+    return pair(size, list(modes), batch_size, SinkShape(latency_ms))
 
 
 def main() -> int:
@@ -253,18 +398,36 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000, help="MAILER_BATCH_SIZE")
-    parser.add_argument("--modes", default="inline,1,2", help="inline and/or worker counts")
+    parser.add_argument(
+        "--modes",
+        default="inline,1,2",
+        help="comma-separated: inline, K (workers), KxC (K workers, C connections each), "
+        "rawC (the raw loop over C connections)",
+    )
+    parser.add_argument(
+        "--sink-latency-ms",
+        type=float,
+        default=0.0,
+        help="every line the sink answers goes out this late (a server across a network)",
+    )
+    parser.add_argument("--sink-processes", type=int, default=1, help="sink processes, one port")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
-        sink_child(args.sink, args.out)
+        sink_child(args.sink, args.out, args.sink_latency_ms)
         return 0
     from bench.compare import print_pairs, run_pairs
 
-    modes = [0 if m == "inline" else int(m) for m in args.modes.split(",")]
-    raw, mailer = smtp_pair(args.size, modes, args.batch_size)
-    print_pairs("SMTP", args.size, "msg", run_pairs(raw, mailer, args.runs))
+    shape = SinkShape(args.sink_latency_ms, args.sink_processes)
+    raw, mailer = pair(args.size, args.modes.split(","), args.batch_size, shape)
+    bound = f"latency-bound, {shape.latency_ms:g} ms" if shape.latency_ms else "CPU-bound"
+    title = f"SMTP ({bound}, sink of {shape.processes} process{'es' * (shape.processes > 1)})"
+    figures = run_pairs(raw, mailer, args.runs)
+    print_pairs(title, args.size, "msg", figures)
+    first, *others = figures[1:]  # how each side scales against the first mode given
+    for figure in others:
+        print(f"  {figure.name} ÷ {first.name}: {first.median / figure.median:.2f}× as fast")
     return 0
 
 

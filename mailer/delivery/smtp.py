@@ -76,7 +76,7 @@ class _Connection:
             self._reset()
             raise smtplib.SMTPDataError(code, reply)
         # From here on the message may reach the server: a lost connection is "unknown".
-        smtp.send(_DOT.sub(b"..", message) + b".\r\n")  # the message ends with CRLF
+        smtp.send(_stuffed(message) + b".\r\n")  # the message ends with CRLF
         code, reply = smtp.getreply()
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
@@ -101,6 +101,15 @@ def _drop(idle: list[_Connection]) -> None:
 
 # A line that starts with a dot gets one more (RFC 5321 4.5.2), as smtplib's data() does.
 _DOT = re.compile(rb"(?m)^\.")
+
+
+def _stuffed(message: bytes) -> bytes:
+    """``message`` dot-stuffed. Most have no line that starts with a dot, and looking for one
+    costs a few times less than the regular expression's pass over every line (which took
+    a tenth of a worker's time per message of the sample post)."""
+    if message.startswith(b".") or b"\n." in message:
+        return _DOT.sub(b"..", message)
+    return message
 
 
 class SmtpBackend:
