@@ -38,12 +38,22 @@ use during each phase (100% = one core) and its peak RSS are shown too. Targets 
 issue 16: pixel and click at least 0.6 of the bare app, and p99 under 20 ms at a fixed
 2,000 pixel requests/s. Exits 1 if a phase fails or a check does not hold; the servers,
 the database and the temporary folder are removed even on error or Ctrl-C.
+
+Both servers run under the same uvicorn settings (uvloop and httptools when installed, no
+access log). The webhook phase's figure depends on how many rows the phases before it
+left in ``events``: compare it between versions with ``--max-requests`` capping those.
+
+``pixel_pair`` and ``click_pair`` give ``bench/compare.py`` the same comparison as timed
+runs: the bare app (the peer) and mailer's, each a function returning the seconds of
+``PAIR_REQUESTS`` requests at full speed from the Python generator; the servers start on
+first use and stop when the process exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
 import json
 import os
@@ -57,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -864,7 +875,76 @@ def run(bench: Bench) -> list[Phase]:
     return phases
 
 
-def parse_args() -> argparse.Namespace:
+# Pairs for bench/compare.py -------------------------------------------------------------
+
+PAIR_REQUESTS = 20_000  # per timed run
+_shared: dict[str, tuple[Bench, Path, Path]] = {}
+
+
+def _shared_servers(database: str) -> tuple[Bench, Path, Path]:
+    """Both servers on one fresh database, and the pixel and click paths: made on first use,
+    warmed up, and removed when this process exits."""
+    if database not in _shared:
+        args = parse_args(["--database", database])
+        bench = Bench(Path(tempfile.mkdtemp(prefix="mailer-bench-tracking-")), args)
+        atexit.register(bench.cleanup)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)  # so that the clean-up runs
+        settings, campaign_id, links = prepare(bench)
+        pixel, click = write_paths(bench, campaign_id, links)
+        start_server(bench, settings)
+        start_server(bench, settings, "bare")
+        warm = Phase("warm-up", "python ×1", 4)
+        for bare in (False, True):
+            warm.bare = bare
+            for paths in (pixel, click):
+                python_phase(bench, warm, paths, 0.0, 1, seconds=1.0)
+        settled_rows(bench.url, "tracking", None)
+        _shared[database] = bench, pixel, click
+    return _shared[database]
+
+
+def _timed(database: str, endpoint: str, bare: bool, requests: int) -> float:
+    """Seconds the server takes for ``requests`` requests at full speed (the measured rate,
+    from a run of about that many); mailer's events are all written, and counted, before
+    it returns, so that its flush never falls into the next run."""
+    bench, pixel, click = _shared_servers(database)
+    paths, status, kind = (
+        (pixel, "200", "opened") if endpoint == "pixel" else (click, "302", "clicked")
+    )
+    name = f"{endpoint} {'bare' if bare else 'mailer'}"
+    phase = Phase(name, "python", bench.args.connections, bare=bare)
+    bench.args.max_requests = requests
+
+    def load() -> None:
+        python_phase(bench, phase, paths, 0.0, bench.args.processes, seconds=600.0)
+
+    run_phase(bench, phase, status, "tracking", kind, load)
+    if phase.failure or not phase.requests:
+        raise PhaseFailed(f"{phase.name}: {phase.failure or 'no request answered'}")
+    return phase.seconds * requests / phase.requests
+
+
+def pixel_pair(
+    requests: int = PAIR_REQUESTS, database: str = "sqlite"
+) -> tuple[Callable[[], float], dict[str, Callable[[], float]]]:
+    """The bare Starlette app and mailer's on the open pixel, each a function returning the
+    seconds of one run of ``requests`` (``bench/compare.py`` interleaves them)."""
+    return (lambda: _timed(database, "pixel", True, requests)), {
+        "mailer": lambda: _timed(database, "pixel", False, requests)
+    }
+
+
+def click_pair(
+    requests: int = PAIR_REQUESTS, database: str = "sqlite"
+) -> tuple[Callable[[], float], dict[str, Callable[[], float]]]:
+    """The same for the click redirect."""
+    return (lambda: _timed(database, "click", True, requests)), {
+        "mailer": lambda: _timed(database, "click", False, requests)
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase (10)")
@@ -899,7 +979,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client", type=int, default=0, help=hidden)
     parser.add_argument("--campaign", type=int, default=1, help=hidden)
     parser.add_argument("--batches", type=int, default=0, help=hidden)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     least = min(args.connections, args.processes, args.webhook_clients, args.rounds)
     if args.child is None and least < 1:
         parser.error("--connections, --processes, --rounds and --webhook-clients: at least 1")

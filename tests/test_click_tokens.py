@@ -350,6 +350,10 @@ GMAIL_PROXY = (
         ("198.51.100.4", SAFARI_IOS, False),
         ("66.249.84.1", GMAIL_PROXY, False),  # Gmail fetches when the reader opens
         ("18.0.0.1", CHROME, False),  # just outside Apple's 17/8
+        ("170.0.0.1", CHROME, False),
+        ("17.0.0.256", CHROME, False),  # no address: nothing is Apple's by its first digits
+        ("017.0.0.1", CHROME, False),
+        ("::ffff:17.0.0.1", CHROME, False),  # an IPv6 address, as ipaddress sees it
         ("2001:db8::1", CHROME, False),
         ("", CHROME, False),
         ("not an ip", CHROME, False),

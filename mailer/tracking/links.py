@@ -42,9 +42,10 @@ _TRACKED_SCHEMES = ("http://", "https://")
 # with a bare user agent, whether or not anyone reads the message.
 _APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
 _HREF = re.compile(r'href="([^"]*)"')
-# Matched against the lower-cased agent: a case-insensitive pattern costs ten times more,
-# on every open.
-_MACHINE_AGENTS = re.compile(r"bot|crawler|spider|preview|scanner|barracuda|mimecast|proofpoint")
+# Looked for in the lower-cased agent, one by one: half the time of one alternation pattern
+# (and a tenth of a case-insensitive one), on every open.
+_MACHINE_AGENTS = ("bot", "crawler", "spider", "preview", "scanner", "barracuda", "mimecast",
+                   "proofpoint")  # fmt: skip
 
 
 class CampaignLink(Base):
@@ -104,10 +105,16 @@ def tracking_substitutions(signer: Signer, campaign_id: int, delivery_id: int) -
 
 def is_machine_open(ip: str, user_agent: str) -> bool:
     """An open made by a privacy proxy or a security scanner, not by a reader's eyes."""
-    try:
-        if ipaddress.ip_address(ip) in _APPLE_NETWORK:
-            return True
-    except ValueError:
-        pass
+    # Only an address written "17.…" can be an IPv4 one in 17/8 (ipaddress takes no leading
+    # zeros), so the others skip the parse (3 µs).
+    if ip.startswith("17."):
+        try:
+            if ipaddress.ip_address(ip) in _APPLE_NETWORK:
+                return True
+        except ValueError:
+            pass
     agent = user_agent.strip()
-    return agent in ("", "Mozilla/5.0") or bool(_MACHINE_AGENTS.search(agent.lower()))
+    if agent in ("", "Mozilla/5.0"):
+        return True
+    agent = agent.lower()
+    return any(word in agent for word in _MACHINE_AGENTS)

@@ -6,10 +6,11 @@ database every half second, in small chunks so that it never holds the interpret
 long. Destinations come from the campaign's link table (cached per campaign), so a
 click can only lead there.
 
-They are the busiest paths of the service, so they are plain Starlette routes that
-``TrackingRoutes`` serves in front of the FastAPI app: no dependency solving, no
-exception or header middleware (their answers carry ``SECURITY_HEADERS`` themselves).
-Uvicorn's access log still goes through ``access_log.REDACT_TOKENS``.
+They are the busiest paths of the service, so ``TrackingRoutes`` answers them in
+bare ASGI before the FastAPI app sees the request: no middleware, routing, request
+or response objects. The answers are built once, by Starlette's own response classes
+(so the bytes are those a Starlette route sends), with ``SECURITY_HEADERS``. Uvicorn's
+access log still goes through ``access_log.REDACT_TOKENS``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import logging
 import re
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import compile_path
+from starlette.types import Receive, Scope, Send
 
 from mailer.clock import utcnow
 from mailer.errors import TokenError
@@ -35,6 +36,7 @@ from mailer.tokens import Purpose, Signer
 from mailer.tracking.events import Event, EventKind, record
 from mailer.tracking.links import CampaignLink, is_machine_open
 from mailer.web.guards import SECURITY_HEADERS
+from mailer.web.pages import Pages
 
 __all__ = ["EventBuffer", "LinkTables", "TrackingRoutes"]
 
@@ -42,12 +44,17 @@ log = logging.getLogger(__name__)
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_PENDING = 200_000  # events held while the database is unreachable (about 100 MB)
 _POSITION = re.compile(r"0|[1-9][0-9]{0,5}")  # a link's place in its campaign's table
+# The paths as Starlette's routes match them (``compile_path``), for GET and HEAD.
+_PIXEL_PATH = compile_path("/o/{token}.gif")[0]
+_CLICK_PATH = compile_path("/c/{token}/{link}")[0]
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
 HEADERS = {**NO_CACHE, **SECURITY_HEADERS}
+_PIXEL_HEADERS = Response(PIXEL, media_type="image/gif", headers=HEADERS).raw_headers
 # Rows per statement of a flush. The request thread waits for the interpreter while a
-# statement's rows are prepared (SQLAlchemy's bind processing, about 9 µs a row on SQLite):
-# 200 rows keep that wait under 2 ms, where one statement for 1000 rows held it for 9 ms.
+# statement's rows are prepared: 200 rows keep that wait well under a millisecond.
 CHUNK = 200
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class EventBuffer:
@@ -60,12 +67,17 @@ class EventBuffer:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="event-buffer", daemon=True)
+        self.counters: dict[tuple[str, EventKind], Any] = {}  # EVENTS' children, found once
 
     def start(self) -> None:
         self.thread.start()
 
     def add(self, event: Event) -> None:
-        EVENTS.labels(event.source, event.kind.value).inc()
+        counter = self.counters.get((event.source, event.kind))
+        if counter is None:
+            counter = EVENTS.labels(event.source, event.kind.value)
+            self.counters[event.source, event.kind] = counter
+        counter.inc()
         with self.lock:
             self.pending.append(event)
 
@@ -102,112 +114,127 @@ class EventBuffer:
 
 
 class LinkTables:
-    """Each campaign's links by position, read once per campaign (they never change)."""
+    """Each campaign's links by position, read once per campaign (they never change), with
+    each link's redirect headers."""
 
     def __init__(self, sessions: sessionmaker) -> None:
         self.sessions = sessions
-        self.tables: dict[int, dict[int, str]] = {}
+        self.tables: dict[int, dict[int, tuple[str, Headers]]] = {}
 
-    def url(self, campaign_id: int, position: int) -> str | None:
-        if campaign_id not in self.tables:
+    def link(self, campaign_id: int, position: int) -> tuple[str, Headers] | None:
+        """The URL at ``position`` and the headers of a redirect there; None if none."""
+        table = self.tables.get(campaign_id)
+        if table is None:
             with self.sessions() as session:
                 rows = session.execute(
                     select(CampaignLink.position, CampaignLink.url).where(
                         CampaignLink.campaign_id == campaign_id
                     )
                 )
-                self.tables[campaign_id] = {position: url for position, url in rows}
-        return self.tables[campaign_id].get(position)
+                table = {at: (url, _redirect_headers(url)) for at, url in rows}
+            self.tables[campaign_id] = table
+        return table.get(position)
 
 
-def _not_found(request: Request) -> Response:
-    pages = request.app.state.pages
-    page = pages.message(pages.strings["link_invalid_title"], pages.strings["link_invalid"], 404)
-    for name, value in SECURITY_HEADERS.items():
-        page.headers.setdefault(name, value)
-    return page
-
-
-def _verify(request: Request, token: str) -> tuple[int, ...] | None:
-    """The campaign and delivery a reader's tracking token names; None if it is not genuine."""
-    signer: Signer = request.app.state.signer
-    try:
-        return signer.verify_ids(Purpose.TRACK, token, 2)
-    except TokenError:
-        return None
-
-
-async def open_pixel(request: Request) -> Response:
-    token = request.path_params["token"]
-    ids = _verify(request, token)
-    if ids is None:
-        return _not_found(request)
-    campaign_id, delivery_id = ids
-    agent = request.headers.get("user-agent", "")
-    # The address only decides ``machine`` (is_machine_open parses it, and is not misled by
-    # text that is no address): not parsed twice, and never stored.
-    host = request.client.host if request.client else ""
-    request.app.state.events.add(
-        Event(
-            EventKind.OPENED,
-            utcnow(),
-            "tracking",
-            campaign_id=campaign_id,
-            delivery_id=delivery_id,
-            machine=is_machine_open(host, agent),
-            raw={"user_agent": agent[:300]},
-        )
-    )
-    return Response(PIXEL, media_type="image/gif", headers=HEADERS)
-
-
-async def click(request: Request) -> Response:
-    token, link = request.path_params["token"], request.path_params["link"]
-    ids = _verify(request, token)
-    if ids is None or not _POSITION.fullmatch(link):
-        return _not_found(request)
-    campaign_id, delivery_id = ids
-    position = int(link)
-    links: LinkTables = request.app.state.links
-    if campaign_id in links.tables:  # the usual case: no database work at all
-        url = links.tables[campaign_id].get(position)
-    else:
-        url = await run_in_threadpool(links.url, campaign_id, position)
-    if url is None:
-        return _not_found(request)
-    request.app.state.events.add(
-        Event(
-            EventKind.CLICKED,
-            utcnow(),
-            "tracking",
-            campaign_id=campaign_id,
-            delivery_id=delivery_id,
-            position=position,
-            raw={"url": url},
-        )
-    )
-    return RedirectResponse(url, status_code=302, headers=HEADERS)
-
-
-ROUTES = (
-    Route("/o/{token}.gif", open_pixel, methods=["GET"], include_in_schema=False),
-    Route("/c/{token}/{link}", click, methods=["GET"], include_in_schema=False),
-)
+def _redirect_headers(url: str) -> Headers:
+    return RedirectResponse(url, status_code=302, headers=HEADERS).raw_headers
 
 
 class TrackingRoutes:
-    """ASGI middleware serving ``ROUTES`` itself; every other request (another method on
-    these paths too) goes on to ``app``. Add it last, so that it is the outermost."""
+    """GET and HEAD of ``/o/<token>.gif`` and ``/c/<token>/<link>``, answered in bare ASGI;
+    ``answer`` says whether a request was one of them (another method on these paths is
+    not: the app answers it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(
+        self, signer: Signer, events: EventBuffer, links: LinkTables, pages: Pages
+    ) -> None:
+        self.signer = signer
+        self.events = events
+        self.links = links
+        self.pages = pages
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"][:3] in ("/o/", "/c/"):
-            for route in ROUTES:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child)
-                    await route.handle(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return False
+        path: str = scope["path"]
+        if path[:3] == "/o/" and (match := _PIXEL_PATH.match(path)):
+            await self._pixel(scope, receive, send, match["token"])
+            return True
+        if path[:3] == "/c/" and (match := _CLICK_PATH.match(path)):
+            await self._click(scope, receive, send, match["token"], match["link"])
+            return True
+        return False
+
+    async def _pixel(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
+        ids = self._verify(token)
+        if ids is None:
+            await self._not_found(scope, receive, send)
+            return
+        campaign_id, delivery_id = ids
+        agent = ""
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                agent = value.decode("latin-1")
+                break
+        # The address only decides ``machine`` (is_machine_open parses it, and is not misled
+        # by text that is no address): not parsed twice, and never stored.
+        client = scope.get("client")
+        host = client[0] if client else ""
+        self.events.add(
+            Event(
+                EventKind.OPENED,
+                utcnow(),
+                "tracking",
+                campaign_id=campaign_id,
+                delivery_id=delivery_id,
+                machine=is_machine_open(host, agent),
+                raw={"user_agent": agent[:300]},
+            )
+        )
+        await send({"type": "http.response.start", "status": 200, "headers": _PIXEL_HEADERS})
+        await send({"type": "http.response.body", "body": PIXEL})
+
+    async def _click(
+        self, scope: Scope, receive: Receive, send: Send, token: str, position: str
+    ) -> None:
+        ids = self._verify(token)
+        if ids is None or not _POSITION.fullmatch(position):
+            await self._not_found(scope, receive, send)
+            return
+        campaign_id, delivery_id = ids
+        at = int(position)
+        if campaign_id in self.links.tables:  # the usual case: no database work at all
+            link = self.links.tables[campaign_id].get(at)
+        else:
+            link = await run_in_threadpool(self.links.link, campaign_id, at)
+        if link is None:
+            await self._not_found(scope, receive, send)
+            return
+        url, headers = link
+        self.events.add(
+            Event(
+                EventKind.CLICKED,
+                utcnow(),
+                "tracking",
+                campaign_id=campaign_id,
+                delivery_id=delivery_id,
+                position=at,
+                raw={"url": url},
+            )
+        )
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _verify(self, token: str) -> tuple[int, ...] | None:
+        """The campaign and delivery a reader's tracking token names; None if not genuine."""
+        try:
+            return self.signer.verify_ids(Purpose.TRACK, token, 2)
+        except TokenError:
+            return None
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        strings = self.pages.strings
+        page = self.pages.message(strings["link_invalid_title"], strings["link_invalid"], 404)
+        for name, value in SECURITY_HEADERS.items():
+            page.headers.setdefault(name, value)
+        await page(scope, receive, send)
