@@ -78,19 +78,41 @@ def smtp(args: argparse.Namespace) -> Pair:
     return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size)
 
 
+def smtp_latency(args: argparse.Namespace) -> Pair:
+    """The same against a sink that answers 5 ms late, as a relay across a network does:
+    raw smtplib over 1 connection vs the mailer with 1 worker of 1, 2 and 4 connections, 2
+    workers of 2, and the raw loop over 4 connections (bench/smtp.py)."""
+    from bench.smtp import smtp_latency_pair
+
+    return smtp_latency_pair(args.smtp_latency_size)
+
+
 def import_copy(args: argparse.Namespace) -> Pair | None:
     """Hook: ``mailer subscribers import`` of 1M rows vs ``\\copy`` (bench/import.py)."""
     return None
 
 
-def pixel_starlette(args: argparse.Namespace) -> Pair | None:
-    """Hook: the open pixel vs a bare Starlette app with the same bytes (bench/tracking.py)."""
-    return None
+def pixel_starlette(args: argparse.Namespace) -> Pair:
+    """The open pixel vs a bare Starlette app answering the same bytes, one uvicorn process
+    each, 20,000 requests a run (bench/tracking.py)."""
+    from bench.tracking import pixel_pair
+
+    return pixel_pair()
+
+
+def click_starlette(args: argparse.Namespace) -> Pair:
+    """The click redirect, the same way."""
+    from bench.tracking import click_pair
+
+    return click_pair()
 
 
 def preview_mjml(args: argparse.Namespace) -> Pair | None:
-    """Hook: ``mailer preview`` vs node's ``mjml`` CLI (when node is missing: mailer alone)."""
-    return None
+    """``mailer preview`` vs node's ``mjml`` CLI on the same MJML, each a fresh process
+    (None without the CLI: ``npm install mjml`` gives one)."""
+    from bench.startup import preview_pair
+
+    return preview_pair(args.post)
 
 
 def sendgrid_naive(args: argparse.Namespace) -> Pair | None:
@@ -101,8 +123,10 @@ def sendgrid_naive(args: argparse.Namespace) -> Pair | None:
 PAIRS: dict[str, tuple[str, Callable[[argparse.Namespace], Pair | None], int, str]] = {
     # name: (title, the pair, size, unit)
     "smtp": ("SMTP to a local aiosmtpd sink", smtp, 5000, "msg"),
+    "smtp-latency": ("SMTP to a sink 5 ms away", smtp_latency, 1000, "msg"),
     "import": ("import vs \\copy", import_copy, 1_000_000, "rows"),
-    "pixel": ("open pixel vs bare Starlette", pixel_starlette, 1, "req"),
+    "pixel": ("open pixel vs bare Starlette", pixel_starlette, 20_000, "req"),
+    "click": ("click redirect vs bare Starlette", click_starlette, 20_000, "req"),
     "preview": ("mailer preview vs mjml CLI", preview_mjml, 1, "run"),
     "sendgrid": ("SendGrid path vs naive loop", sendgrid_naive, 100_000, "rec"),
 }
@@ -113,7 +137,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(PAIRS), help="comma-separated pair names")
     parser.add_argument("--smtp-size", type=int, default=5000)
-    parser.add_argument("--smtp-batch-size", type=int, default=1000)
+    # 10 batches: two workers share them evenly (5 would split 3:2, a ceiling of 5/3).
+    parser.add_argument("--smtp-batch-size", type=int, default=500)
+    parser.add_argument("--smtp-latency-size", type=int, default=1000)
+    parser.add_argument("--post", type=Path, default=ROOT / "posts" / "2026-02-06-ai-weekly.md")
     args = parser.parse_args()
     for name in args.only.split(","):
         title, make, size, unit = PAIRS[name]
@@ -121,8 +148,7 @@ def main() -> int:
         if pair is None:
             print(f"\n{title}: not wired into compare.py yet")
             continue
-        if name == "smtp":
-            size = args.smtp_size
+        size = {"smtp": args.smtp_size, "smtp-latency": args.smtp_latency_size}.get(name, size)
         peer, mailer = pair
         print_pairs(title, size, unit, run_pairs(peer, mailer, args.runs))
     return 0
