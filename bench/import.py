@@ -22,12 +22,19 @@ counts, each import's ratio to ``\copy`` and the old import's to the new, and th
 targets: a million rows in under 60 s, peak memory under 200 MB, PostgreSQL within 25× of
 ``\copy`` (issue 16). Exits 1 if an import or a check fails. The temporary folder and the
 PostgreSQL databases are removed even on error.
+
+``import_pair`` hands ``bench/compare.py`` the same pair as functions: ``\copy``, and the
+import on each database, one timed run on a fresh database per call. (``import`` is a
+keyword: load this module with ``importlib.import_module("bench.import")``.)
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
+import functools
+import itertools
 import json
 import os
 import random
@@ -40,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -453,6 +461,44 @@ def bench_database(
         current.failure = str(exc)
         print(f"{database} {current.step}: {exc}", file=sys.stderr, flush=True)
     return measures
+
+
+def import_pair(
+    rows: int, databases: tuple[str, ...] = ("postgresql", "sqlite")
+) -> tuple[Callable[[], float], dict[str, Callable[[], float]]]:
+    r"""psql's ``\copy`` of a generated CSV of ``rows`` rows, and ``import_csv`` of the same
+    file into each of ``databases``: functions each timing one run on a fresh database
+    (seconds), for ``bench/compare.py`` to interleave. The CSV is written once, here; the
+    folder and any database left are removed at exit. A failed or miscounted import
+    raises ``ChildFailed``."""
+    folder = Path(tempfile.mkdtemp(prefix="mailer-bench-import-"))
+    runner = Runner(folder, POSTGRES_ADMIN_URL)
+
+    def clean_up() -> None:
+        runner.drop_all()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(clean_up)
+    csv_path = folder / "subscribers.csv"
+    expected = write_csv(csv_path, rows, 2026)
+    runs = itertools.count()
+
+    def copy() -> float:
+        return runner.plain_copy(csv_path, next(runs))
+
+    def imported(database: str) -> float:
+        url = runner.fresh(database, next(runs))
+        try:
+            options = ["--url", url, "--csv", str(csv_path), "--errors", str(folder / "errors")]
+            result = runner.run("import", *options)
+        finally:
+            runner.discard(database, url)
+        failure = check_import(result, expected)
+        if failure:
+            raise ChildFailed(f"{database}: {failure}")
+        return float(result["seconds"])
+
+    return copy, {database: functools.partial(imported, database) for database in databases}
 
 
 def print_table(measures: list[Measure], expected: Expected, args: argparse.Namespace) -> None:

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/send.py [--sizes 10000,100000,1000000] [--workers 1,2] [--repeat K]
         [--no-validate] [--ceiling-seconds S] [--timeout S] [--py-spy FOLDER]
+    .venv/bin/python bench/send.py --pair [--sizes 100000] [--workers 1,2] [--repeat 3]
+        [--base /path/to/another/checkout]
 
 For each size N and worker count K, on a fresh PostgreSQL database each time: N confirmed
 subscribers seeded with one ``INSERT … SELECT generate_series`` (then ``ANALYZE``), Redis
@@ -22,6 +24,14 @@ client replaying a request the pipeline really sent (1000 recipients, pre-serial
 keep-alive) from 1 and then 2 processes for ``--ceiling-seconds`` each. Each pipeline
 row shows its rate divided by the better of the two.
 
+``--pair`` (``sendgrid_pair``, which ``bench/compare.py`` runs): issue 16's pair at the
+first size, interleaved as compare.py interleaves them. The peer is a naive loop with the
+``sendgrid`` helper library: ``Mail`` and a ``Personalization`` per reader (the mailer's
+own signed links and list headers), ``SendGridAPIClient.send`` per 1000, no ledger, into a
+fresh stand-in that must count each reader once. The variants: the mailer as above with
+each worker count (and with ``--base``, the same running another checkout's worker code),
+and the stand-in's ceiling, given as the seconds it would need for N at its best rate.
+
 Prints one table, medians over ``--repeat`` runs, with the targets of issue 4: a
 million recipients in under 60 s on this machine, memory per worker flat in N and under
 150 MB. Exits 1 if a run fails or a check does not hold. Databases, the Redis db,
@@ -31,6 +41,9 @@ processes and temporary files are removed even on error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import atexit
+import dataclasses
+import functools
 import json
 import os
 import re
@@ -42,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,17 +426,21 @@ def seed(url: str, size: int) -> None:
         engine.dispose()
 
 
-def start_worker(folder: Path, settings: Any, concurrency: int, log: Path) -> subprocess.Popen:
+def start_worker(
+    folder: Path, settings: Any, concurrency: int, log: Path, root: Path = ROOT
+) -> subprocess.Popen:
     """A Celery worker of ``concurrency`` processes in its own process group (so that
-    ``stop_group`` reaches its pool), run with exactly ``settings``, its stderr in ``log``."""
+    ``stop_group`` reaches its pool), run with exactly ``settings``, its stderr in ``log``;
+    the code it runs is ``root``'s (another checkout, to compare before and after)."""
     from testkit.processes import child_env
 
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker",
                f"--concurrency={concurrency}", "--without-mingle", "--without-gossip",
                "--loglevel=WARNING"]  # fmt: skip
+    env = child_env(settings) | {"PYTHONPATH": str(root)}
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            command, cwd=folder, env=child_env(settings), start_new_session=True,
+            command, cwd=folder, env=env, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
 
@@ -475,7 +493,13 @@ def wait_sent(engine: Any, campaign_id: int, seconds: float) -> Any:
 
 
 def run_once(
-    size: int, workers: int, run: int, edition: Any, cleanup: Cleanup, args: argparse.Namespace
+    size: int,
+    workers: int,
+    run: int,
+    edition: Any,
+    cleanup: Cleanup,
+    args: argparse.Namespace,
+    root: Path = ROOT,
 ) -> Run:
     import datetime as dt
 
@@ -520,7 +544,7 @@ def run_once(
     )
     rt = Runtime(settings)
     log = folder / f"worker-{run}.log"
-    worker = start_worker(folder, settings, workers, log)
+    worker = start_worker(folder, settings, workers, log, root)
     cleanup.processes.append(worker)
     spy = None
     try:
@@ -763,6 +787,161 @@ def print_table(
             )
 
 
+# The pair for bench/compare.py -------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    """What the runs of ``sendgrid_pair`` share: the folder and its clean-up, the edition,
+    one request the mailer really sent (for the ceiling), and the run count."""
+
+    size: int
+    folder: Path
+    cleanup: Cleanup
+    edition: Any
+    args: argparse.Namespace
+    runs: int = 0
+
+    @property
+    def body(self) -> Path:
+        return self.folder / "request.json"
+
+
+def naive_loop(pair: Pair) -> float:
+    """Seconds for the naive loop: the ``sendgrid`` helper library's ``Mail`` objects, a
+    ``Personalization`` for each reader with the mailer's own links (unsubscribe URL and
+    tracking token, signed alike), ``SendGridAPIClient.send`` for each 1000, no ledger, to
+    a fresh stand-in that must count every reader exactly once."""
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import (
+        Category,
+        ClickTracking,
+        CustomArg,
+        From,
+        Header,
+        Mail,
+        OpenTracking,
+        Personalization,
+        Substitution,
+        To,
+        TrackingSettings,
+    )
+
+    from mailer.config import Settings
+    from mailer.edition import UNSUBSCRIBE_PLACEHOLDER, VIEW_PLACEHOLDER
+    from mailer.tokens import Purpose, Signer
+    from mailer.tracking.links import TRACK_PLACEHOLDER, link_table, track
+    from testkit.sendgrid_standin import API_KEY
+
+    settings = Settings(public_url="https://mail.example.org", secret_keys=[SECRET])
+    signer = Signer(settings.secret_keys)
+    html, text = track(pair.edition, link_table(pair.edition), settings.public_url)
+    view_url = f"{settings.public_url}/archive/{pair.edition.slug}"
+    html, text = html.replace(VIEW_PLACEHOLDER, view_url), text.replace(VIEW_PLACEHOLDER, view_url)
+    unsubscribe = f"{settings.public_url}/unsubscribe/"
+    # The readers as bench/send.py's seed makes them (ids from 1, in order).
+    readers = [(i + 1, READER.format(i), f"Reader {i}") for i in range(pair.size)]
+    pair.runs += 1
+    standin = StandinProcess(pair.folder, pair.size, pair.args.validate, None, f"naive-{pair.runs}")
+    pair.cleanup.standins.append(standin)
+    try:
+        client = SendGridAPIClient(api_key=API_KEY, host=standin.url)
+        started = time.perf_counter()
+        for first in range(0, pair.size, BATCH_SIZE):
+            mail = Mail(
+                from_email=From(settings.sender_email, settings.sender_name),
+                subject=pair.edition.subject,
+                plain_text_content=text,
+                html_content=html,
+            )
+            for subscriber_id, email, name in readers[first : first + BATCH_SIZE]:
+                link = unsubscribe + signer.sign_ids(Purpose.UNSUBSCRIBE, subscriber_id)
+                personalization = Personalization()
+                personalization.add_to(To(email, name))
+                personalization.add_substitution(Substitution(UNSUBSCRIBE_PLACEHOLDER, link))
+                token = signer.sign_ids(Purpose.TRACK, 1, subscriber_id)
+                personalization.add_substitution(Substitution(TRACK_PLACEHOLDER, token))
+                personalization.add_custom_arg(CustomArg("delivery", f"1-{subscriber_id}"))
+                personalization.add_header(Header("List-Unsubscribe", f"<{link}>"))
+                personalization.add_header(
+                    Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+                )
+                mail.add_personalization(personalization)
+            mail.tracking_settings = TrackingSettings(
+                ClickTracking(False, False), OpenTracking(False)
+            )
+            mail.category = Category(pair.edition.slug)
+            response = client.send(mail)
+            if response.status_code != 202:
+                raise RunFailed(f"the naive loop got {response.status_code}")
+        seconds = time.perf_counter() - started
+    finally:
+        counts = standin.stop()
+        pair.cleanup.standins.remove(standin)
+    if counts["total"] != pair.size or counts["max"] != 1 or counts["missing"]:
+        raise RunFailed(f"the naive loop: stand-in counts {counts}")
+    return seconds
+
+
+def mailer_timed(pair: Pair, workers: int, root: Path = ROOT) -> float:
+    """Seconds from ``start()`` to the campaign marked sent, through a Celery worker of
+    ``workers`` processes running ``root``'s code (``run_once``: a fresh database seeded
+    and the worker started first, every reader checked once after)."""
+    pair.runs += 1
+    result = run_once(pair.size, workers, pair.runs, pair.edition, pair.cleanup, pair.args, root)
+    if result.failure:
+        raise RunFailed(f"{workers} worker(s), {root}: {result.failure}")
+    return result.wall_seconds
+
+
+def ceiling_timed(pair: Pair) -> float:
+    """Seconds the stand-in alone would need for ``size`` recipients: the better of 1 and 2
+    replaying clients (``ceiling``) with a request the mailer sent in this run."""
+    if not pair.body.exists():  # no mailer run yet: one, small, sends the request
+        small = dataclasses.replace(pair, size=min(pair.size, 2 * BATCH_SIZE))
+        mailer_timed(small, 1)
+        pair.runs = small.runs
+    pair.runs += 1
+    rates = [ceiling(k, pair.body, pair.cleanup, pair.args, pair.runs)["rate"] for k in (1, 2)]
+    return pair.size / max(rates)
+
+
+def sendgrid_pair(
+    size: int, workers: list[int], base: Path | None = None
+) -> tuple[Callable[[], float], dict[str, Callable[[], float]]]:
+    """The naive helper loop (the peer) and, as variants, the mailer with each worker count
+    and the stand-in's ceiling (its seconds for ``size`` at its best rate: mailer ÷ ceiling
+    is ceiling seconds ÷ mailer seconds); with ``base``, the same worker counts running that
+    checkout's code too (before and after, interleaved). ``bench/compare.py`` times them."""
+    folder = Path(tempfile.mkdtemp(prefix="mailer-bench-sendgrid-"))
+    cleanup = Cleanup(folder, POSTGRES_ADMIN_URL)
+    atexit.register(cleanup.all)
+    from mailer.config import Settings
+    from mailer.content.post import load_post
+    from mailer.content.render import Renderer
+
+    edition = Renderer(Settings(site_url="https://blog.example.org")).render(load_post(SAMPLE_POST))
+    args = argparse.Namespace(validate=True, ceiling_seconds=3.0, timeout=900.0, py_spy=None)
+    pair = Pair(size, folder, cleanup, edition, args)
+    variants: dict[str, Callable[[], float]] = {}
+    for k in workers:
+        variants[f"{k} worker{'s' * (k > 1)}"] = functools.partial(mailer_timed, pair, k)
+        if base is not None:
+            variants[f"base {k}"] = functools.partial(mailer_timed, pair, k, base)
+    variants["ceiling"] = functools.partial(ceiling_timed, pair)
+    return functools.partial(naive_loop, pair), variants
+
+
+def pair_main(args: argparse.Namespace) -> int:
+    """``--pair``: the naive loop, the mailer and the ceiling, as ``bench/compare.py`` runs them."""
+    from bench.compare import print_pairs, run_pairs
+
+    peer, variants = sendgrid_pair(args.sizes[0], args.workers, args.base)
+    figures = run_pairs(peer, variants, args.repeat)
+    print_pairs("SendGrid path vs naive loop", args.sizes[0], "rec", figures)
+    return 0
+
+
 # Main -------------------------------------------------------------------------------------
 
 
@@ -793,6 +972,13 @@ def parse_args() -> argparse.Namespace:
         default=POSTGRES_ADMIN_URL,
         help="where to create and drop the databases (MAILER_BENCH_POSTGRES_URL)",
     )
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="the naive helper loop, the mailer and the ceiling at the first size, interleaved "
+        "(--repeat rounds), as bench/compare.py runs them",
+    )
+    parser.add_argument("--base", type=Path, help="with --pair: also run this checkout's worker")
     hidden = argparse.SUPPRESS
     parser.add_argument("--child", help=hidden)
     parser.add_argument("--out", help=hidden)
@@ -834,6 +1020,8 @@ def main() -> int:
     # Default settings only: no MAILER_* variable or local mailer.toml skews the numbers.
     for name in [name for name in os.environ if name.startswith("MAILER_")]:
         del os.environ[name]
+    if args.pair:
+        return pair_main(args)
     folder = Path(tempfile.mkdtemp(prefix="mailer-bench-send-"))
     os.chdir(folder)
     cleanup = Cleanup(folder, args.postgres_admin_url)

@@ -120,8 +120,11 @@ def add_chunk(session: Session, campaign: Campaign, size: int) -> int:
         "chunk": size,
     }
     # Session.execute's stubs say Result, but an INSERT's is a CursorResult, with a rowcount
-    # (SQLAlchemy's own docs say so; sqlalchemy/sqlalchemy#9185).
-    return cast(CursorResult[Any], session.execute(_FILL_CHUNK, params)).rowcount
+    # (SQLAlchemy's own docs say so; sqlalchemy/sqlalchemy#9185), kept only when asked for:
+    # else -1 on PostgreSQL, which read as a short chunk would end the fill after its first.
+    options = {"preserve_rowcount": True}
+    result = session.execute(_FILL_CHUNK, params, execution_options=options)
+    return cast(CursorResult[Any], result).rowcount
 
 
 def readers(

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -219,8 +220,7 @@ def _rows(
 ) -> Iterator[StagedRow]:
     """The good rows, staged form. A bad one is reported by the line it starts on; where
     the file breaks off, ``report.broken`` says so and the rows end there."""
-    width = len(layout.columns)
-    pending = status == Status.PENDING
+    row = _row_reader(layout, status == Status.PENDING, tags)
     end = reader.line_num
     while True:
         start = end + 1
@@ -247,7 +247,7 @@ def _rows(
             continue  # a blank line
         report.rows += 1
         try:
-            yield _row(record, start, end, width, layout, pending, tags)
+            yield row(record, start, end)
         except (InvalidAddress, UnsafeHeaderValue, RowError) as exc:
             problem(start, str(exc))
 
@@ -260,55 +260,66 @@ def _cell(record: list[str], at: int | None) -> str:
     return from_text(cell) if cell[:1] == "'" else cell
 
 
-def _row(
-    record: list[str],
-    start: int,
-    end: int,
-    width: int,
-    layout: Layout,
-    pending: bool,
-    tags: tuple[str, ...],
-) -> StagedRow:
-    """One good row, staged; ``RowError`` (or the address's or name's own error) says why
-    a row is not."""
-    if len(record) > width:
-        raise RowError("more fields than the header has")
-    if "\ufffd" in "".join(record):
-        raise RowError("not UTF-8 text")
-    if end > start:
-        fields = [("email", layout.email), *(("name", at) for at in layout.names)]
-        for key, at in (*fields, ("tags", layout.tags)):
-            value = _cell(record, at)
-            if "\n" in value or "\r" in value:
-                raise RowError(f"the {key} spans lines {start}–{end}; a quote left open?")
-    email = normalize(_cell(record, layout.email))
-    email_hash = address_hash(email)
-    outcome = outcome_of(layout, record)
-    if outcome in GONE:  # only the address matters: it is suppressed, whatever the rest says
-        return (start, email, email_hash, "", "[]", None, None, "", outcome)
-    if pending:
-        outcome = PENDING
-    if len(layout.names) == 1:
-        name = _cell(record, layout.names[0]).strip()
-    else:
-        name = " ".join(part for at in layout.names if (part := _cell(record, at).strip()))
-    reason = header_text_problem(name)
-    if reason:
-        raise UnsafeHeaderValue("name", reason)
-    row_tags = list(tags)
-    if layout.tags is not None:
-        row_tags += split_tags(_cell(record, layout.tags))
-    consent_at = confirmed_at = None
-    ip = ""
-    if layout.consent_at is not None:
-        consent_at = parse_time(_cell(record, layout.consent_at), layout.columns[layout.consent_at])
-    if layout.confirmed_at is not None:
-        at = layout.confirmed_at
-        confirmed_at = parse_time(_cell(record, at), layout.columns[at])
-    if layout.consent_ip is not None:
-        ip = parse_ip(_cell(record, layout.consent_ip), layout.columns[layout.consent_ip])
-    tags_json = _json_list(row_tags)
-    return (start, email, email_hash, name, tags_json, consent_at, confirmed_at, ip, outcome)
+def _row_reader(
+    layout: Layout, pending: bool, tags: tuple[str, ...]
+) -> Callable[[list[str], int, int], StagedRow]:
+    """The function that makes one good row, staged, of a record that starts on line
+    ``start`` and ends on ``end``; ``RowError`` (or the address's or name's own error)
+    says why a row is not. The layout is read once here, not for each of a million rows."""
+    width = len(layout.columns)
+    email_at, names, tags_at = layout.email, layout.names, layout.tags
+    name_at = names[0] if len(names) == 1 else None
+    given = list(tags)
+    spans = [("email", layout.email), *(("name", at) for at in names), ("tags", layout.tags)]
+    times = any(
+        at is not None for at in (layout.consent_at, layout.confirmed_at, layout.consent_ip)
+    )
+
+    def row(record: list[str], start: int, end: int) -> StagedRow:
+        if len(record) > width:
+            raise RowError("more fields than the header has")
+        joined = "".join(record)
+        if "\ufffd" in joined:
+            raise RowError("not UTF-8 text")
+        raw = record
+        if len(record) < width or "'" in joined:  # every cell as _cell reads it
+            record = [_cell(record, at) for at in range(width)]
+        if end > start:
+            for key, at in spans:
+                value = record[at] if at is not None else ""
+                if "\n" in value or "\r" in value:
+                    raise RowError(f"the {key} spans lines {start}–{end}; a quote left open?")
+        email = normalize(record[email_at])
+        email_hash = address_hash(email)
+        outcome = outcome_of(layout, raw)
+        if outcome in GONE:  # only the address matters: it is suppressed, whatever the rest says
+            return (start, email, email_hash, "", "[]", None, None, "", outcome)
+        if pending:
+            outcome = PENDING
+        if name_at is not None:
+            name = record[name_at].strip()
+        else:
+            name = " ".join(part for at in names if (part := record[at].strip()))
+        reason = header_text_problem(name)
+        if reason:
+            raise UnsafeHeaderValue("name", reason)
+        row_tags = given if tags_at is None else given + split_tags(record[tags_at])
+        if not times:
+            return (start, email, email_hash, name, _json_list(row_tags), None, None, "", outcome)
+        consent_at = confirmed_at = None
+        ip = ""
+        if layout.consent_at is not None:
+            at = layout.consent_at
+            consent_at = parse_time(record[at], layout.columns[at])
+        if layout.confirmed_at is not None:
+            at = layout.confirmed_at
+            confirmed_at = parse_time(record[at], layout.columns[at])
+        if layout.consent_ip is not None:
+            ip = parse_ip(record[layout.consent_ip], layout.columns[layout.consent_ip])
+        tags_json = _json_list(row_tags)
+        return (start, email, email_hash, name, tags_json, consent_at, confirmed_at, ip, outcome)
+
+    return row
 
 
 # What JSON would escape in a string: quotes, backslashes, control characters.
@@ -320,18 +331,12 @@ def _json_list(tags: list[str]) -> str:
     the encoder's call costs more than the row's other checks together."""
     if not tags:
         return "[]"
-    joined = '", "'.join(tags)
-    if _NEEDS_ESCAPING.search(joined):
+    if _NEEDS_ESCAPING.search("".join(tags)):
         return json.dumps(tags, ensure_ascii=False)
+    joined = '", "'.join(tags)
     return f'["{joined}"]'
 
 
 def _chunks(rows: Iterator[StagedRow]) -> Iterator[list[StagedRow]]:
-    chunk: list[StagedRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
+    while chunk := list(islice(rows, CHUNK)):
         yield chunk

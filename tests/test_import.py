@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 import subscribers.importer
 import subscribers.staging
@@ -213,3 +215,59 @@ def test_chunks(prepared, tmp_path, monkeypatch):
     again = import_csv(path, prepared, CONSENT, status=Status.PENDING)
     assert again.added == 0
     assert again.existing + again.duplicates == 10 and again.suppressed == 1
+
+
+def test_a_first_import_into_an_empty_list(sessions, tmp_path, monkeypatch):
+    """Nothing to count against: the staged rows' own count, and the last of them added."""
+    monkeypatch.setattr(subscribers.staging, "SLICE", 2)  # SQLite's slices end at the last line
+    path = tmp_path / "first.csv"
+    path.write_text("email\na@example.com\nb@example.com\nA@EXAMPLE.COM\nc@example.com\n")
+    report = import_csv(path, sessions, CONSENT)
+    assert (report.rows, report.added, report.duplicates) == (4, 3, 1)
+    assert (report.existing, report.suppressed, report.bad) == (0, 0, 0)
+    with sessions() as session:
+        emails = set(session.scalars(select(Subscriber.email)))
+    assert emails == {"a@example.com", "b@example.com", "c@example.com"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_sign_up_racing_the_import_is_kept_and_the_import_completes(sessions, tmp_path):
+    """PostgreSQL's one-statement insert checks the list itself; a sign-up it could not see
+    yet (committed while the insert waits on its row) must not fail the import."""
+    path = tmp_path / "list.csv"
+    path.write_text("email\na@example.com\nb@example.com\nc@example.com\n", "utf-8")
+    form = store.Consent(source="form", text="form wording")
+    signing_up = sessions()
+    store.add(signing_up, "b@example.com", form, status=Status.CONFIRMED)
+    signing_up.flush()  # b's row is in the unique index, not yet committed
+    outcome: list[object] = []
+    importing = threading.Thread(
+        target=lambda: outcome.append(_run(lambda: import_csv(path, sessions, CONSENT)))
+    )
+    importing.start()
+    with sessions() as watcher:
+        waiting = text(
+            "SELECT COUNT(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO subscribers%'"
+        )
+        while not watcher.execute(waiting).scalar() and importing.is_alive():
+            watcher.rollback()
+            time.sleep(0.01)
+    signing_up.commit()
+    signing_up.close()
+    importing.join()
+    report = outcome[0]
+    assert isinstance(report, subscribers.importer.ImportReport), report
+    assert (report.rows, report.added, report.existing, report.duplicates) == (3, 2, 0, 1)
+    with sessions() as session:
+        by_email = {s.email: s.source for s in session.scalars(select(Subscriber))}
+    assert by_email == {"a@example.com": CONSENT.source, "b@example.com": "form",
+                        "c@example.com": CONSENT.source}  # fmt: skip
+
+
+def _run(call):
+    """What ``call`` returned, or the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc

@@ -76,7 +76,9 @@ SEND_BATCH_TASK = "mailer.send_batch"
 BATCH_QUEUE, BEAT_QUEUE = "celery", "beat"
 QUEUES = (BATCH_QUEUE, BEAT_QUEUE)
 # Batches queued per chunk of the fill: sending starts after the first chunk, not the last.
-CHUNK_BATCHES = 100
+# The first chunks are small, so the workers start at once, then each as large as the
+# ledger so far, up to CHUNK_BATCHES.
+FIRST_CHUNK_BATCHES, CHUNK_BATCHES = 4, 100
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +287,10 @@ def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
     """
     while True:
         with rt.sessions.begin() as session:
-            campaign = _locked(session, campaign_id)
+            # FOR NO KEY UPDATE: two fillers take turns, and so do a filler and
+            # finish_if_done, while the claims of batches queued already (FOR KEY SHARE)
+            # go on meanwhile.
+            campaign = _locked(session, campaign_id, claims_wait=False)
             if campaign.filled or campaign.status != CampaignState.SENDING:
                 return
             batches = fill_chunk(session, campaign)
@@ -297,7 +302,8 @@ def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
 def fill_chunk(session: Session, campaign: Campaign) -> range:
     """Queue the next chunk of the campaign's audience (``subscribers.audience``) and note
     it in the ledger; returns the batches it added. Call it with the campaign row locked."""
-    size = campaign.batch_size * CHUNK_BATCHES
+    batches = min(CHUNK_BATCHES, max(FIRST_CHUNK_BATCHES, campaign.batches))
+    size = campaign.batch_size * batches
     return record_fill(session, campaign, audience.add_chunk(session, campaign, size), size)
 
 
@@ -550,8 +556,11 @@ def progress(rt: Runtime, campaign_id: int) -> Progress:
     )
 
 
-def _locked(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+def _locked(session: Session, campaign_id: int, *, claims_wait: bool = True) -> Campaign:
+    """The campaign, its row locked: FOR UPDATE, or with ``claims_wait`` False FOR NO KEY
+    UPDATE, which the batches' claims (FOR KEY SHARE) do not wait for."""
+    lock = True if claims_wait else {"key_share": True}
+    campaign = session.get(Campaign, campaign_id, with_for_update=lock)
     if campaign is None:
         raise MailerError(f"no campaign {campaign_id}: see `mailer campaigns list`")
     return campaign

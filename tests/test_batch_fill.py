@@ -1,0 +1,76 @@
+"""The ledger is filled a chunk at a time, the first ones small, and the campaign ends with
+its last open batch, whatever order its batches are sent in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailer.config import Settings
+from mailer.content.post import load_post
+from mailer.content.render import Renderer
+from mailer.runtime import Runtime
+from mailer.sending.batch import send_batch
+from mailer.sending.dispatch import FIRST_CHUNK_BATCHES, create_campaign, progress, start
+from mailer.store.ledger import Campaign, CampaignState
+from subscribers import store
+from subscribers.models import Status
+
+BATCH = 2
+READERS = 4 * FIRST_CHUNK_BATCHES * BATCH + 1  # chunks of 4, 4 and 8 batches, and one of 1
+
+
+class HeldQueue:
+    """A queue that only remembers what it was handed (a broker nobody consumes yet)."""
+
+    def __init__(self) -> None:
+        self.handed: list[list[int]] = []
+
+    def enqueue(self, campaign_id: int, batches: Iterable[int]) -> None:
+        self.handed.append(list(batches))
+
+
+@pytest.fixture
+def rt(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    changes = {"database_url": database_url, "outbox_dir": tmp_path / "out", "batch_size": BATCH}
+    runtime = Runtime(settings.model_copy(update=changes))
+    consent = store.Consent(source="test", text="test consent")
+    with runtime.sessions.begin() as session:
+        for i in range(READERS):
+            store.add(session, f"reader{i:02d}@example.org", consent, status=Status.CONFIRMED)
+    yield runtime
+    runtime.close()
+
+
+def started(rt: Runtime, tmp_path: Path) -> tuple[int, HeldQueue]:
+    post = tmp_path / "post.md"
+    post.write_text("---\ntitle: Chunks\n---\nA paragraph.\n", "utf-8")
+    campaign, _ = create_campaign(rt, Renderer(rt.settings).render(load_post(post)), post)
+    queue = HeldQueue()
+    assert start(rt, campaign.id, queue)
+    return campaign.id, queue
+
+
+def test_every_reader_is_queued_chunk_after_chunk(rt: Runtime, tmp_path: Path) -> None:
+    campaign_id, queue = started(rt, tmp_path)
+    first = FIRST_CHUNK_BATCHES
+    assert [len(chunk) for chunk in queue.handed] == [first, first, 2 * first, 1]
+    assert progress(rt, campaign_id).queued == READERS
+
+
+def test_the_campaign_ends_with_its_last_open_batch_in_any_order(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    campaign_id, queue = started(rt, tmp_path)
+    batches = [batch for chunk in queue.handed for batch in chunk]
+    for batch in reversed(batches[1:]):  # the last first: the first batch is still open
+        send_batch(rt, campaign_id, batch)
+        assert progress(rt, campaign_id).status == CampaignState.SENDING
+    send_batch(rt, campaign_id, batches[0])
+    state = progress(rt, campaign_id)
+    assert (state.status, state.sent) == (CampaignState.SENT, READERS)
+    with rt.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None and campaign.filled
