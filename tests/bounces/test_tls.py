@@ -62,49 +62,49 @@ def _fetch(monkeypatch: pytest.MonkeyPatch, host: str, port: int, **more: str) -
     return CliRunner().invoke(main, ["bounces", "fetch"])
 
 
+# Implicit TLS (imaps), and STARTTLS on the IMAP port: each with its own Dovecot.
+SECURITY = pytest.mark.parametrize(
+    ("security", "server"), [("ssl", "tls_mailbox"), ("starttls", "starttls_mailbox")]
+)
+
+
+@SECURITY
 def test_fetch_over_tls_trusts_the_configured_ca(
-    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+    security: str,
+    server: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    mailbox: Dovecot = request.getfixturevalue(server)
     monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     result = _fetch(
         monkeypatch,
         "127.0.0.1",
-        tls_mailbox.port,
-        BOUNCE_IMAP_SECURITY="ssl",
-        BOUNCE_IMAP_CA_FILE=str(tls_mailbox.ca_file),
+        mailbox.port,
+        BOUNCE_IMAP_SECURITY=security,
+        BOUNCE_IMAP_CA_FILE=str(mailbox.ca_file),
     )
     assert result.exit_code == 0, result.output
     assert "2 messages read" in result.output
-    assert tls_mailbox.folder("INBOX") == []
-    assert len(tls_mailbox.folder("Processed")) == len(tls_mailbox.folder("Unparseable")) == 1
+    assert mailbox.folder("INBOX") == []
+    assert len(mailbox.folder("Processed")) == len(mailbox.folder("Unparseable")) == 1
 
 
-def test_fetch_after_starttls(
-    starttls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+@SECURITY
+def test_a_server_certificate_no_trusted_ca_signed_is_refused(
+    security: str,
+    server: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    mailbox: Dovecot = request.getfixturevalue(server)
     monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
-    result = _fetch(
-        monkeypatch,
-        "127.0.0.1",
-        starttls_mailbox.port,
-        BOUNCE_IMAP_SECURITY="starttls",
-        BOUNCE_IMAP_CA_FILE=str(starttls_mailbox.ca_file),
-    )
-    assert result.exit_code == 0, result.output
-    assert "2 messages read" in result.output
-    assert starttls_mailbox.folder("INBOX") == []
-    assert len(starttls_mailbox.folder("Processed")) == 1
-
-
-def test_starttls_with_an_untrusted_certificate_is_refused(
-    starttls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
-    port = starttls_mailbox.port
-    result = _fetch(monkeypatch, "127.0.0.1", port, BOUNCE_IMAP_SECURITY="starttls")
+    result = _fetch(monkeypatch, "127.0.0.1", mailbox.port, BOUNCE_IMAP_SECURITY=security)
     assert result.exit_code != 0
     assert "CERTIFICATE_VERIFY_FAILED" in result.output
-    assert len(starttls_mailbox.folder("INBOX")) == 2
+    assert len(mailbox.folder("INBOX")) == 2
 
 
 def test_a_server_without_starttls_gets_no_password(
@@ -117,16 +117,6 @@ def test_a_server_without_starttls_gets_no_password(
     said = " ".join(result.output.split())
     assert f"cannot reach the bounce mailbox 127.0.0.1:{dovecot.port}" in said
     assert "STARTTLS" in said
-
-
-def test_a_server_certificate_no_trusted_ca_signed_is_refused(
-    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
-    result = _fetch(monkeypatch, "127.0.0.1", tls_mailbox.port, BOUNCE_IMAP_SECURITY="ssl")
-    assert result.exit_code != 0
-    assert "CERTIFICATE_VERIFY_FAILED" in result.output
-    assert len(tls_mailbox.folder("INBOX")) == 2
 
 
 def test_a_missing_ca_file_is_named(
