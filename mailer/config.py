@@ -317,10 +317,13 @@ class Settings(BaseModel):
     send_time: Annotated[str, AfterValidator(_clock_time)] = "09:00"
     send_timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Shanghai"
 
-    def __init__(self, **values: Any) -> None:
-        """``values`` over the ``MAILER_*`` variables over the TOML file (``config_file``)."""
-        file, given = _by_field(_from_file(config_file())), _by_field(values)
-        super().__init__(**(file | _from_environment() | given))
+    @model_validator(mode="before")
+    @classmethod
+    def _sources(cls, values: Any) -> Any:
+        """``values`` over the ``MAILER_*`` variables over the TOML file (``config_file``).
+        A validator, not ``__init__``: mypy's pydantic plugin still checks the names given."""
+        given = _by_field(values) if isinstance(values, dict) else values
+        return _by_field(_from_file(config_file())) | _from_environment() | given
 
     @field_validator("secret_keys", "seed_list", mode="before")
     @classmethod
@@ -508,8 +511,11 @@ def _by_field(values: dict[str, Any]) -> dict[str, Any]:
 def _from_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    with path.open("rb") as file:
-        return tomllib.load(file)
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:  # not a ValueError: pydantic lets it through
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def config_file() -> Path:
@@ -527,8 +533,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(err, path) for err in exc.errors())) from exc
-    except ValueError as exc:  # a TOML syntax error
-        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _warn_unknown_variables() -> None:
