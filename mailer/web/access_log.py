@@ -14,7 +14,7 @@ import re
 
 __all__ = ["REDACT_TOKENS", "redact"]
 
-_TOKEN = re.compile(r"^(/(?:confirm|unsubscribe|o|c)/)[^/?#]+")
+_TOKEN = re.compile(r"^(/+(?:confirm|unsubscribe|o|c)/)[^/?#]+")
 
 
 def redact(path: str) -> str:
