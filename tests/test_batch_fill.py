@@ -3,10 +3,12 @@ its last open batch, whatever order its batches are sent in."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from mailer.config import Settings
 from mailer.content.post import load_post
@@ -74,3 +76,43 @@ def test_the_campaign_ends_with_its_last_open_batch_in_any_order(
     with rt.sessions() as session:
         campaign = session.get(Campaign, campaign_id)
         assert campaign is not None and campaign.filled
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_last_batches_recording_at_once_end_the_campaign(rt: Runtime, tmp_path: Path) -> None:
+    """Each asks "is a later batch open?" while the other is between its outcomes and its
+    question; the later one asks and tries to finish first. Asked before their commits,
+    each saw the other's rows open and the campaign stayed `sending` with every row sent."""
+    campaign_id, queue = started(rt, tmp_path)
+    batches = [batch for chunk in queue.handed for batch in chunk]
+    for batch in batches[:-2]:
+        send_batch(rt, campaign_id, batch)
+    before_last, last = batches[-2:]
+    both_asked, last_done = threading.Barrier(2), threading.Event()
+    asked: set[int] = set()
+
+    def hold(conn, cursor, statement: str, parameters, context, executemany) -> None:
+        if "SELECT EXISTS (SELECT 1 FROM deliveries" in statement:
+            if threading.get_ident() in asked:
+                return
+            asked.add(threading.get_ident())
+            both_asked.wait(10)
+            if parameters["batch"] == before_last:
+                last_done.wait(10)
+
+    def send(batch: int) -> None:
+        send_batch(rt, campaign_id, batch)
+        if batch == last:
+            last_done.set()
+
+    event.listen(rt.engine, "after_cursor_execute", hold)
+    try:
+        threads = [threading.Thread(target=send, args=(b,)) for b in (before_last, last)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        event.remove(rt.engine, "after_cursor_execute", hold)
+    state = progress(rt, campaign_id)
+    assert (state.status, state.sent) == (CampaignState.SENT, READERS)

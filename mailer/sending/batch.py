@@ -9,8 +9,11 @@ says so. A task delivered twice finds nothing left to claim.
 Per batch, only what is needed crosses to the database and back: the campaign's
 few fields (its frozen edition once per process), the claim, the outcomes (whose
 commit does not wait for the disk: lost in a server crash, the rows stay in
-``sending`` and become ``unknown``, never sent twice), and "is anything left?"
-asked first of the batches after this one, where the answer is nearly always yes.
+``sending`` and become ``unknown``, not sent again unless MAILER_UNKNOWN_POLICY says
+so), and, once they are committed, "is anything left?" asked first of the batches after
+this one, where the answer is nearly always yes. (Asked before the commit, two last
+batches recording at once would each see the other's rows open, and neither would end
+the campaign.)
 
 A reader the server refuses for now goes back to the queue alone, with the reason
 on its row, and is tried again with its batch; one refused at every try of its batch
@@ -198,10 +201,9 @@ def _send(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         ]
         _count_error(rt, campaign_id, str(exc))
 
-    result, later = _record(rt, campaign_id, batch, claimed, outcomes + refused, skipped)
+    result = _record(rt, campaign_id, claimed, outcomes + refused, skipped)
     brake.check(rt.sessions, rt.settings, campaign_id)  # too many bounces: the campaign pauses
-    if not later:  # else a batch after this one is still open, and ends the campaign
-        _finish(rt, campaign_id, batch)
+    _finish(rt, campaign_id, batch)
     return replace(result, provider_status=status)
 
 
@@ -320,18 +322,12 @@ def _batch(rt: Runtime, session: Session, campaign: _Campaign, claimed: list[_Cl
 
 
 def _record(
-    rt: Runtime,
-    campaign_id: int,
-    batch: int,
-    claimed: list[_Claimed],
-    outcomes: list[Outcome],
-    skipped: int,
-) -> tuple[BatchResult, bool]:
+    rt: Runtime, campaign_id: int, claimed: list[_Claimed], outcomes: list[Outcome], skipped: int
+) -> BatchResult:
     """Write each outcome; claimed rows without one were not attempted and are requeued, as
     are rows to retry. A deferred row is queued again with the reason, for its batch's next
     try; at the batch's last try (MAILER_MAX_RETRIES + 1 in all) it fails instead, a soft
-    bounce, so that one reader never makes a batch give up. Also says, in the same
-    transaction, whether a batch after ``batch`` still has rows to send."""
+    bounce, so that one reader never makes a batch give up."""
     by_key = {o.key: o for o in outcomes}
     now = utcnow()
     tries = rt.settings.max_retries + 1
@@ -395,7 +391,6 @@ def _record(
         settle_unknown(session, delivery_ids=unknown)
         if bounces:
             apply(session, record(session, bounces), rt.settings.soft_bounce_limit)
-        later = bool(session.scalar(_OPEN_AFTER, {"campaign_id": campaign_id, "batch": batch}))
     if untried:
         _release(rt, untried)
     # Why rows went back, for the retry and a give-up message: what stopped the batch
@@ -404,7 +399,7 @@ def _record(
     reasons = [*stopped, *deferred]
     if not reasons and untried:
         reasons = [f"the backend stopped early: {len(untried)} not tried"]
-    result = BatchResult(
+    return BatchResult(
         sent=counts["sent"],
         failed=counts["failed"],
         unknown=counts["unknown"],
@@ -412,7 +407,6 @@ def _record(
         requeued=len(untried) + len(deferred),
         error=reasons[0] if reasons else "",
     )
-    return result, later
 
 
 _UPDATE_ONE = (
