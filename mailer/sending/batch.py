@@ -8,9 +8,9 @@ says so. A task delivered twice finds nothing left to claim.
 
 Per batch, only what is needed crosses to the database and back: the campaign's
 few fields (its frozen edition once per process), the claim, the outcomes (whose
-commit does not wait for the disk: lost in a server crash, the rows stay in
-``sending`` and become ``unknown``, not sent again unless MAILER_UNKNOWN_POLICY says
-so), and, once they are committed, "is anything left?" asked first of the batches after
+commit does not wait for the disk, unless MAILER_UNKNOWN_POLICY=resend: lost in a
+server crash, the rows stay in ``sending`` and become ``unknown``, never sent again), and,
+once they are committed, "is anything left?" asked first of the batches after
 this one, where the answer is nearly always yes. (Asked before the commit, two last
 batches recording at once would each see the other's rows open, and neither would end
 the campaign.)
@@ -371,7 +371,8 @@ def _record(
     singles = []
     with rt.sessions.begin() as session:
         connection = session.connection()
-        commit_without_flush(connection)  # see the module's docstring
+        if rt.settings.unknown_policy == "reconcile":  # see the module's docstring
+            commit_without_flush(connection)
         for (status, provider_id, error), ids in same.items():
             values = {
                 "status": status,
