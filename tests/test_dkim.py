@@ -8,13 +8,11 @@ signed. A key that cannot sign is one error naming the setting, when the backend
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import dkim
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope as Envelope_
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,6 +22,7 @@ from mailer.delivery.dkim import dkim_key
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import ConfigError
 from mailer.runtime import Runtime
+from tests.test_smtp import smtp_sink
 
 
 class Inbox:
@@ -52,12 +51,7 @@ def write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -
 def test_the_smtp_copy_verifies_with_from_over_signed(settings: Settings, tmp_path: Path) -> None:
     key_file = write_key(tmp_path / "dkim.pem", rsa.generate_private_key(65537, 2048))
     handler = Inbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_sink(handler) as port:
         s = settings.model_copy(
             update={
                 "backend": "smtp",
@@ -72,8 +66,6 @@ def test_the_smtp_copy_verifies_with_from_over_signed(settings: Settings, tmp_pa
         envelope = Envelope("ada@example.net", "Ada", "3-9", unsubscribe_url="https://m/u/1")
         batch = Batch("Weekly", "<p>hi</p>", "hi", Sender(s.sender_email), (envelope,), "c")
         [outcome] = Runtime(s).backend.send(batch)
-    finally:
-        controller.stop()
     assert outcome.status == "sent"
     [data] = handler.received
 

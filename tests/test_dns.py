@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.cli import main
+from tests.test_dkim import write_key
 
 Records = dict[tuple[str, str], list[str]]
 
@@ -66,13 +67,7 @@ class Zone:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (tmp_path / "dkim.pem").write_bytes(pem)
+    write_key(tmp_path / "dkim.pem", rsa.generate_private_key(65537, 2048))
     return {
         "MAILER_BACKEND": "smtp",
         "MAILER_SMTP_HOST": "203.0.113.5",

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.config import Settings
 from mailer.delivery.alignment import freemail, organizational_domain
@@ -23,6 +24,7 @@ from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.errors import ConfigError
 from mailer.runtime import Runtime
 from testkit.sendgrid_standin import API_KEY, SendGridStandIn
+from tests.test_dkim import write_key
 
 SENDER = Sender("news@mail.example.co.uk", "AI 周报")
 LIST_COPY = Envelope("ada@example.org", "Ada", "7-1", unsubscribe_url="https://m.example/u/1")
@@ -94,16 +96,7 @@ def test_a_freemail_from_is_refused_for_real_backends(settings: Settings, backen
 def test_misaligned_dkim_and_bounce_domains_are_warned_of(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (tmp_path / "dkim.pem").write_bytes(pem)
+    write_key(tmp_path / "dkim.pem", rsa.generate_private_key(65537, 2048))
     s = settings.model_copy(
         update={
             "backend": "smtp",

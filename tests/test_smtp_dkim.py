@@ -4,14 +4,13 @@ the whitespace relaxed canonicalization is about."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.delivery.dkim import DkimKey
+from tests.test_dkim import write_key
 
 MESSAGES = {
     "plain": b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n",
@@ -29,14 +28,8 @@ MESSAGES = {
 
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> DkimKey:
-    pem = rsa.generate_private_key(65537, 2048).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    path: Path = tmp_path_factory.mktemp("dkim") / "key.pem"
-    path.write_bytes(pem)
-    return DkimKey(path, "sel", "example.org")
+    path = tmp_path_factory.mktemp("dkim") / "key.pem"
+    return DkimKey(write_key(path, rsa.generate_private_key(65537, 2048)), "sel", "example.org")
 
 
 def body_hash(header: bytes) -> bytes:

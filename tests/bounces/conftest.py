@@ -61,6 +61,16 @@ class Dovecot:
             raise
         return imap
 
+    def append(self, messages: list[bytes]) -> None:
+        """Put ``messages`` into the inbox, as mail arriving."""
+        imap = self.connect()
+        try:
+            for data in messages:
+                when = imaplib.Time2Internaldate(time.time())
+                assert imap.append("INBOX", None, when, data)[0] == "OK"
+        finally:
+            imap.logout()
+
     def folder(self, name: str) -> list[bytes]:
         """The messages in folder ``name``, in order."""
         imap = self.connect()

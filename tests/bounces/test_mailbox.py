@@ -9,8 +9,6 @@ away, and a second reading changes nothing.
 
 from __future__ import annotations
 
-import imaplib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from string import Template
@@ -91,16 +89,6 @@ def _fill(received, name: str) -> bytes:
     return text.replace("\n", "\r\n").encode()
 
 
-def _append(server: Dovecot, messages: list[bytes]) -> None:
-    imap = server.connect()
-    try:
-        for data in messages:
-            status, _ = imap.append("INBOX", None, imaplib.Time2Internaldate(time.time()), data)
-            assert status == "OK"
-    finally:
-        imap.logout()
-
-
 def _fetch(rt: Runtime, server: Dovecot, monkeypatch: pytest.MonkeyPatch) -> str:
     s = rt.settings
     for name, value in {
@@ -136,7 +124,7 @@ def test_fetch_suppresses_once_counts_soft_bounces_and_files_everything(
     send(rt, tmp_path)
     received = handler.by_recipient()
     reports = [_fill(received[address], name) for address, name in REPORTS.items()]
-    _append(mailbox_server, reports)
+    mailbox_server.append(reports)
 
     output = _fetch(rt, mailbox_server, monkeypatch)
     assert "6 messages read" in output
@@ -156,7 +144,7 @@ def test_fetch_suppresses_once_counts_soft_bounces_and_files_everything(
 
     # Read again: an empty inbox, and the same reports once more (a crash before the move).
     assert "0 messages read" in _fetch(rt, mailbox_server, monkeypatch)
-    _append(mailbox_server, reports[:3])
+    mailbox_server.append(reports[:3])
     again = _fetch(rt, mailbox_server, monkeypatch)
     assert "0 hard bounces" in again and "0 soft" in again and "3 read before" in again
     assert _readers(rt) == after

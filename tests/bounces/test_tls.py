@@ -8,8 +8,6 @@ do not know it) and leaves the mailbox as it was.
 
 from __future__ import annotations
 
-import imaplib
-import time
 from collections.abc import Iterator
 from string import Template
 
@@ -20,6 +18,11 @@ from mailer.cli import main
 from tests.bounces.conftest import Dovecot
 from tests.bounces.test_mailbox import DATA
 from tests.test_smtp import SECRET
+
+
+@pytest.fixture(autouse=True)
+def _database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
 
 
 @pytest.fixture
@@ -37,14 +40,12 @@ def starttls_mailbox(starttls_dovecot: Dovecot) -> Iterator[Dovecot]:
 def _filled(server: Dovecot) -> Iterator[Dovecot]:
     server.empty()
     fill = {"verp": "bounces@example.com", "reader": "a@example.org", "message_id": "<1@x>"}
-    imap = server.connect()
-    try:
-        for name in ("postfix-user-unknown.eml", "out-of-office.eml"):
-            text = Template((DATA / name).read_text()).substitute(fill).replace("\n", "\r\n")
-            when = imaplib.Time2Internaldate(time.time())
-            assert imap.append("INBOX", None, when, text.encode())[0] == "OK"
-    finally:
-        imap.logout()
+    server.append(
+        [
+            Template((DATA / name).read_text()).substitute(fill).replace("\n", "\r\n").encode()
+            for name in ("postfix-user-unknown.eml", "out-of-office.eml")
+        ]
+    )
     yield server
     server.empty()
 
@@ -62,22 +63,17 @@ def _fetch(monkeypatch: pytest.MonkeyPatch, host: str, port: int, **more: str) -
     return CliRunner().invoke(main, ["bounces", "fetch"])
 
 
-# Implicit TLS (imaps), and STARTTLS on the IMAP port: each with its own Dovecot.
-SECURITY = pytest.mark.parametrize(
-    ("security", "server"), [("ssl", "tls_mailbox"), ("starttls", "starttls_mailbox")]
-)
+@pytest.fixture(params=["ssl", "starttls"])
+def secured(request: pytest.FixtureRequest) -> tuple[str, Dovecot]:
+    """Implicit TLS (imaps), and STARTTLS on the IMAP port: each with its own Dovecot."""
+    server = {"ssl": "tls_mailbox", "starttls": "starttls_mailbox"}[request.param]
+    return request.param, request.getfixturevalue(server)
 
 
-@SECURITY
 def test_fetch_over_tls_trusts_the_configured_ca(
-    security: str,
-    server: str,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    secured: tuple[str, Dovecot], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox: Dovecot = request.getfixturevalue(server)
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    security, mailbox = secured
     result = _fetch(
         monkeypatch,
         "127.0.0.1",
@@ -91,16 +87,10 @@ def test_fetch_over_tls_trusts_the_configured_ca(
     assert len(mailbox.folder("Processed")) == len(mailbox.folder("Unparseable")) == 1
 
 
-@SECURITY
 def test_a_server_certificate_no_trusted_ca_signed_is_refused(
-    security: str,
-    server: str,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    secured: tuple[str, Dovecot], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox: Dovecot = request.getfixturevalue(server)
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    security, mailbox = secured
     result = _fetch(monkeypatch, "127.0.0.1", mailbox.port, BOUNCE_IMAP_SECURITY=security)
     assert result.exit_code != 0
     assert "CERTIFICATE_VERIFY_FAILED" in result.output
@@ -108,10 +98,9 @@ def test_a_server_certificate_no_trusted_ca_signed_is_refused(
 
 
 def test_a_server_without_starttls_gets_no_password(
-    dovecot: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
+    dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Asked for STARTTLS, a server that does not offer it is left before the login."""
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     result = _fetch(monkeypatch, "127.0.0.1", dovecot.port, BOUNCE_IMAP_SECURITY="starttls")
     assert result.exit_code != 0
     said = " ".join(result.output.split())
@@ -119,10 +108,7 @@ def test_a_server_without_starttls_gets_no_password(
     assert "STARTTLS" in said
 
 
-def test_a_missing_ca_file_is_named(
-    tls_mailbox: Dovecot, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+def test_a_missing_ca_file_is_named(tls_mailbox: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
     result = _fetch(
         monkeypatch,
         "127.0.0.1",
@@ -134,11 +120,8 @@ def test_a_missing_ca_file_is_named(
     assert "MAILER_BOUNCE_IMAP_CA_FILE '/nonexistent/ca.pem'" in result.output
 
 
-def test_plain_imap_beyond_loopback_is_refused(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_plain_imap_beyond_loopback_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The password would cross the network in clear text: refused before any connection."""
-    monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     result = _fetch(monkeypatch, "imap.example.org", 143, BOUNCE_IMAP_SECURITY="none")
     assert result.exit_code != 0
     assert "plain IMAP only to a loopback host" in " ".join(result.output.split())
