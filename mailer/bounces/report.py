@@ -220,6 +220,15 @@ def _status_in(text: str) -> str:
     return f"{basic[1]}.0.0" if basic else ""
 
 
+def _decoded(payload: bytes, charset: str | None) -> str:
+    """The part's text in its declared charset; in UTF-8 when it names none Python knows
+    (the sender's to choose, and one such report must not stop the whole fetch)."""
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
 def _all_text(message: Message) -> str:
     """The text of every part, the quoted original's headers included, bounded in size."""
     chunks: list[str] = []
@@ -236,7 +245,7 @@ def _all_text(message: Message) -> str:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        chunks.append(payload[:200_000].decode(part.get_content_charset() or "utf-8", "replace"))
+        chunks.append(_decoded(payload[:200_000], part.get_content_charset()))
         size += len(chunks[-1])
         if size > 1_000_000:
             break

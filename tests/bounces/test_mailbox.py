@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from mailer.bounces.report import parse
 from mailer.cli import main
 from mailer.config import Settings
 from mailer.delivery.message import (
@@ -176,3 +177,13 @@ def test_a_message_id_names_its_copy_up_to_the_largest_id() -> None:
     assert message_id_ids("<7-8.abc@example.com>") == (7, 8)
     assert message_id_ids("<7-8@example.com>") is None  # no nonce: not one of ours
     assert key_ids("test-1") is None  # a test send's key
+
+
+def test_a_part_in_a_charset_python_does_not_know_is_read_as_utf8() -> None:
+    """One such report in the mailbox stopped every fetch (LookupError) and stayed there."""
+    fill = {"verp": "bounces@example.com", "reader": QUIET, "message_id": "<1-1.ab@example.com>"}
+    postfix = Template((DATA / "postfix-user-unknown.eml").read_text()).substitute(fill)
+    odd = postfix.replace("charset=utf-8", 'charset="x-unknown-charset"')
+    assert odd != postfix
+    report = parse(odd.encode())
+    assert (report.kind, report.recipient) == ("hard", QUIET)
