@@ -34,9 +34,9 @@ _SCALARS = (str, int, float)
 _QUOTE = frozenset(' "=')
 
 
-def clip(text: str, limit: int = MAX_OUTSIDE_TEXT) -> str:
-    """Text from outside cut to ``limit`` characters for a log field."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def clip(text: str) -> str:
+    """Text from outside cut to ``MAX_OUTSIDE_TEXT`` characters for a log field."""
+    return text if len(text) <= MAX_OUTSIDE_TEXT else text[: MAX_OUTSIDE_TEXT - 1] + "…"
 
 
 def _field(value: str | int | float) -> str:

@@ -15,17 +15,17 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
-from kombu.utils.url import maybe_sanitize_url
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
 
-from mailer.store.ledger import Campaign, CampaignState
+# The collectors' Redis client and store are imported when Prometheus first asks: every
+# CLI command calls ``use_dir`` at start, and most read neither.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
 
 __all__ = [
     "BATCH_SECONDS",
@@ -100,6 +100,9 @@ class QueueDepth:
         self.queues = queues
 
     def collect(self) -> Iterator[Metric]:
+        import redis
+        from kombu.utils.url import maybe_sanitize_url
+
         gauge = GaugeMetricFamily(
             "mailer_queue_depth", "Tasks waiting in the broker, by queue", labels=["queue"]
         )
@@ -123,10 +126,6 @@ class QueueDepth:
         yield gauge
 
 
-# The one statement behind the campaigns gauge.
-CAMPAIGNS_BY_STATE = select(Campaign.status, func.count()).group_by(Campaign.status)
-
-
 class CampaignStates:
     """Campaigns in each state, every state listed (0 when none is in it)."""
 
@@ -134,10 +133,13 @@ class CampaignStates:
         self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
+        from sqlalchemy import func, select
+
+        from mailer.store.ledger import Campaign, CampaignState
+
+        by_state = select(Campaign.status, func.count()).group_by(Campaign.status)
         with self.sessions() as session:
-            counts: dict[str, int] = {
-                state: count for state, count in session.execute(CAMPAIGNS_BY_STATE)
-            }
+            counts: dict[str, int] = {state: count for state, count in session.execute(by_state)}
         gauge = GaugeMetricFamily("mailer_campaigns", "Campaigns by state", labels=["state"])
         for state in CampaignState:
             gauge.add_metric([state.value], counts.get(state.value, 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLE_POST
+from tests.test_smtp import free_port
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -90,12 +90,6 @@ def test_strict_fails_on_lint_errors_only(tmp_path: Path) -> None:
     assert run("preview", "sample.md", "--strict", cwd=tmp_path).returncode == 0  # warnings only
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode("utf-8")
@@ -116,7 +110,7 @@ def _wait_for(predicate, seconds: float = 20) -> None:
 def test_serve_reloads_when_the_post_changes(tmp_path: Path) -> None:
     post = tmp_path / "post.md"
     post.write_text("# First title\n\nHello.\n", "utf-8")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     server = subprocess.Popen(
         [sys.executable, "-m", "mailer", "preview", "post.md", "--serve", "--port", str(port)],

@@ -8,7 +8,6 @@ import email
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from mailer.config import Settings, load_settings
 from mailer.errors import ConfigError
 from mailer.store.db import make_engine, upgrade
 from testkit.processes import child_env
+from tests.test_smtp import free_port
 
 
 def _json_lines(stderr: str) -> list[dict[str, Any]]:
@@ -51,12 +51,6 @@ def test_an_inline_send_logs_each_batch_as_one_json_object_per_line(tmp_path: Pa
     assert len(readers) == 3 and not any(reader in done.stderr for reader in readers)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mailer_serve_logs_uvicorns_records_as_json_without_readers_tokens(
     tmp_path: Path,
 ) -> None:
@@ -64,7 +58,7 @@ def test_mailer_serve_logs_uvicorns_records_as_json_without_readers_tokens(
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     settings = Settings(log_format="json", database_url=database_url)
     server = subprocess.Popen(
         [sys.executable, "-m", "mailer", "serve", "--port", str(port)],

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from testkit.processes import ROOT, child_env
 from testkit.redis_db import redis_url
 from tests.conftest import SAMPLE_POST
 from tests.live_server import serve
+from tests.test_smtp import free_port
 
 PROCFILE = ROOT / "Procfile"
 COMPOSE = ROOT / "compose.yaml"
@@ -39,13 +39,6 @@ def _procfile() -> dict[str, str]:
     lines = PROCFILE.read_text().splitlines()
     entries = (line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
     return {name.strip(): command.strip().removeprefix("exec ") for name, command in entries}
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound and released: refused, not filtered)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- mailer --version ------------------------------------------------------------------------
@@ -65,7 +58,7 @@ def test_version_prints_the_installed_package_version(monkeypatch: pytest.Monkey
 def test_healthz_names_the_broker_when_it_is_down(
     settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    broker = f"redis://127.0.0.1:{_closed_port()}/0"
+    broker = f"redis://127.0.0.1:{free_port()}/0"
     with serve(settings, database_url, tmp_path, broker_url=broker) as server:
         response = httpx.get(f"{server.url}/healthz", timeout=10)
     assert response.status_code == 503
@@ -192,7 +185,7 @@ def _wait(what: str, ready, process: subprocess.Popen, log: Path) -> None:
 def test_honcho_runs_the_procfile_and_a_send_goes_through(
     settings: Settings, broker: redis.Redis, tmp_path: Path
 ) -> None:
-    port = _closed_port()
+    port = free_port()
     outbox = tmp_path / "outbox"
     env = child_env(settings)
     env.update(

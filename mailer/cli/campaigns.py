@@ -40,12 +40,20 @@ def list_(ctx: Context, limit: int, fmt: Format) -> None:
     """
     with ctx.sessions() as session:
         rows = list(session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(limit)))
-    columns = ("id", "post", "status", "recipients", "created (UTC)", "sends at (UTC)")
+    columns = (
+        "id",
+        "post",
+        "status",
+        "recipients",
+        "created (UTC)",
+        "sends at (UTC)",
+        "finished (UTC)",
+    )
     listing = [
         (c.id, c.slug, str(c.status), c.recipients, c.created_at, c.scheduled_at, c.finished_at)
         for c in rows
     ]
-    print_listing(console, fmt, (*columns, "finished (UTC)"), listing)
+    print_listing(console, fmt, columns, listing)
 
 
 @campaigns.command()

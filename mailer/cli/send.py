@@ -130,8 +130,7 @@ def send(
         _send_test(ctx, edition, _test_addresses(test_to, settings))
         return
     if dry_run:
-        refusals = [lint_refusal] if lint_refusal else []
-        if _dry_run(ctx, post, edition, again=again, list_all=list_all, refusals=refusals):
+        if _dry_run(ctx, post, edition, again=again, list_all=list_all, lint_refusal=lint_refusal):
             sys.exit(REFUSED_EXIT)  # the status the real send would end with: a script sees it
         return
     if lint_refusal:
@@ -360,7 +359,7 @@ def _dry_run(
     *,
     again: bool,
     list_all: bool,
-    refusals: list[str],
+    lint_refusal: str,
 ) -> bool:
     """What `mailer send POST` (with ``again``) would do now, doing none of it: the same
     campaign it would find, the audience by the rule the send fills its ledger by, and
@@ -401,7 +400,7 @@ def _dry_run(
         console.print(f"  {shown(address)}")
     if readers > len(addresses):
         console.print(f"  … and {readers - len(addresses):,} more (--list names them all)")
-    refusals += _refusals(ctx)
+    refusals = ([lint_refusal] if lint_refusal else []) + _refusals(ctx)
     for refusal in refusals:
         console.print(f"[red]The send would be refused:[/] {shown(refusal)}")
     console.print("Nothing was sent.")

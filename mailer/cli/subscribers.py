@@ -24,6 +24,7 @@ from subscribers.models import Status, Subscriber
 from subscribers.spreadsheet import as_text
 
 EXPORT_COLUMNS = ("email", "name", "status", "tags", "created_at", "confirmed_at", "source")
+SHOWN_PROBLEMS = 5  # bad rows shown on the terminal; the errors file has every one
 _consent_option = click.option(
     "--consent-source",
     required=True,
@@ -161,9 +162,6 @@ def import_(
         more = f"… and {hidden:,} more; " if hidden > 0 else ""
         console.print(f"  {more}every bad row is in {shown(errors_path)}")
     console.print(f"Read as {shown(report.mapping)}.")
-
-
-SHOWN_PROBLEMS = 5  # bad rows shown on the terminal; the errors file has every one
 
 
 class _OnFirstWrite:

@@ -108,17 +108,17 @@ def test_send_at_schedules_the_campaign_and_queues_nothing(
     assert cells(ok(cli("campaigns", "list")))[1][:3] == ["1", "post", "scheduled"]
 
 
-def test_send_at_refuses_a_time_it_cannot_read(
-    cli: Cli, sessions: sessionmaker, post: str, broker: redis.Redis
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [
+        ("next friday", "--at 'next friday': use an ISO time such as 2026-12-04T09:00"),
+        ("2020-12-04T09:00", "--at"),  # in the past
+    ],
+    ids=["unreadable", "past"],
+)
+def test_send_at_refuses_a_time_it_cannot_keep(
+    cli: Cli, sessions: sessionmaker, post: str, broker: redis.Redis, at: str, message: str
 ) -> None:
-    result = cli("send", post, "--at", "next friday", broker_url=redis_url())
-    refused(result, "--at 'next friday': use an ISO time such as 2026-12-04T09:00")
-    assert campaign(sessions) is None and broker.llen(CELERY_QUEUE) == 0
-
-
-def test_send_at_refuses_a_time_in_the_past(
-    cli: Cli, sessions: sessionmaker, post: str, broker: redis.Redis
-) -> None:
-    result = cli("send", post, "--at", "2020-12-04T09:00", broker_url=redis_url())
-    refused(result, "--at")
+    result = cli("send", post, "--at", at, broker_url=redis_url())
+    refused(result, message)
     assert campaign(sessions) is None and broker.llen(CELERY_QUEUE) == 0
