@@ -539,9 +539,9 @@ def _warn_unknown_variables() -> None:
     """A typo in a variable's name would otherwise leave the default in force unnoticed
     (the same typo in mailer.toml is refused)."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_FILE_ENV}
-    for name in sorted(os.environ):
-        if name.startswith(ENV_PREFIX) and name not in known:
-            guess = difflib.get_close_matches(name, known, n=1)
+    for name in sorted(os.environ):  # read whatever their case, so checked so too
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            guess = difflib.get_close_matches(name.upper(), known, n=1)
             hint = f": did you mean {guess[0]}?" if guess else ""
             log.warning("%s is not a setting and is ignored%s", name, hint)
 

@@ -135,6 +135,18 @@ def test_a_mistyped_variable_is_named_with_the_closest_setting(
     ]
 
 
+def test_variables_are_checked_whatever_their_case_as_they_are_read(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("Mailer_Batch_Size", "10")  # read: no warning
+    monkeypatch.setenv("mailer_bakend", "smtp")  # a typo, in lower case
+    assert load_settings().batch_size == 10
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mailer.config"]
+    assert warnings == [
+        "mailer_bakend is not a setting and is ignored: did you mean MAILER_BACKEND?"
+    ]
+
+
 def test_templates_never_see_a_secret(tmp_path: Path, write_post) -> None:
     """An operator's template may print what the email shows, not the keys of the service."""
     email_dir = tmp_path / "templates" / "email"
