@@ -77,3 +77,16 @@ def test_the_listing_says_what_each_command_says_of_itself() -> None:
 def test_a_command_runs_once_asked_for() -> None:
     result = CliRunner().invoke(main, ["secret", "--help"])
     assert result.exit_code == 0 and "MAILER_SECRET_KEYS" in result.output
+
+
+def test_shared_metrics_cost_a_command_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    """With MAILER_METRICS_DIR set every command opens its counters at start; the collectors
+    that read the broker and the store import their drivers only when Prometheus asks."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MAILER_")}
+    env["MAILER_METRICS_DIR"] = str(tmp_path / "metrics")
+    answer = subprocess.run(
+        [sys.executable, "-c", LOADED, "secret"], env=env, capture_output=True, text=True
+    )
+    assert answer.stdout.strip()  # the secret it printed
+    loaded = json.loads(answer.stderr.splitlines()[-1])
+    assert [name for name in ("kombu", "redis", "sqlalchemy") if name in loaded] == []
