@@ -63,9 +63,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, in the repo
 SCRIPT = str(Path(__file__).resolve())
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 SECRET = "bench-secret-for-the-send-benchmark"
 BATCH_SIZE = 1000
 TARGET_SECONDS_PER_MILLION = 60.0
@@ -77,6 +74,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `testkit` (the stand-in, child_env), as the workers see it
+
+from bench.common import (  # noqa: E402  (needs ROOT on the path)
+    POSTGRES_ADMIN_URL,
+    create_database,
+    drop_database,
+    stop_group,
+    terminate,
+)
 
 
 def broker() -> str:
@@ -250,20 +255,6 @@ def replay_child(args: argparse.Namespace) -> None:
 # The parent's processes -------------------------------------------------------------------
 
 
-def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM to the process group the child leads, then SIGKILL after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
-
-
 class StandinProcess:
     """The stand-in in a process of its own; ``stop()`` returns its counts."""
 
@@ -333,14 +324,7 @@ class Cleanup:
     databases: list[str] = field(default_factory=list)
 
     def drop(self, name: str) -> None:
-        from sqlalchemy import create_engine, text
-
-        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+        drop_database(self.admin_url, name)
         if name in self.databases:
             self.databases.remove(name)
 
@@ -503,23 +487,15 @@ def run_once(
 ) -> Run:
     import datetime as dt
 
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
     from mailer.config import Settings
     from mailer.runtime import Runtime
     from mailer.sending.dispatch import CeleryQueue, create_campaign, progress, start
-    from mailer.store.db import make_engine
     from testkit.sendgrid_standin import API_KEY
 
     result = Run(size, workers)
     name = f"mailer_bench_send_{os.getpid()}_{secrets.token_hex(3)}_{run}"
     cleanup.databases.append(name)  # before it exists: dropped whatever happens next
-    admin = make_engine(cleanup.admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(cleanup.admin_url).set(database=name).render_as_string(hide_password=False)
+    url = create_database(cleanup.admin_url, name)
     started = time.perf_counter()
     seed(url, size)
     result.seed_seconds = time.perf_counter() - started
@@ -1004,10 +980,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the clean-up below
-
-
 def main() -> int:
     args = parse_args()
     if args.child == "standin":
@@ -1016,7 +988,7 @@ def main() -> int:
     if args.child == "replay":
         replay_child(args)
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     # Default settings only: no MAILER_* variable or local mailer.toml skews the numbers.
     for name in [name for name in os.environ if name.startswith("MAILER_")]:
         del os.environ[name]

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import functools
-import importlib.util
 import json
 import os
 import secrets
@@ -57,22 +55,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402  (needs ROOT on the path)
+    POSTGRES_ADMIN_URL,
+    create_database,
+    drop_database,
+    stop_group,
+)
+
 SCRIPT = str(Path(__file__).resolve())
 SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"
 SECRET = "bench-secret-for-the-smtp-benchmark"
 SENDER = "newsletter@example.com"
 Timed = Callable[[], float]  # one run; returns its seconds
-
-
-@functools.cache
-def _send_bench() -> Any:
-    """bench/send.py's PostgreSQL seeding and Celery worker helpers (one copy of each)."""
-    spec = importlib.util.spec_from_file_location("bench_send", ROOT / "bench" / "send.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_send"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 # The sink -----------------------------------------------------------------------------------
@@ -236,21 +231,14 @@ def mailer_run(
     through a Celery worker of that concurrency; the sender's CPU seconds go to stderr."""
     import datetime as dt
 
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
+    from bench import send as sb  # its PostgreSQL seeding and Celery worker helpers
     from mailer.content.post import load_post
     from mailer.runtime import Runtime
     from mailer.sending.dispatch import CeleryQueue, InlineQueue, create_campaign, start
-    from mailer.store.db import make_engine
 
-    sb = _send_bench()
     workers = mode.workers
     name = f"mailer_bench_smtp_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url = create_database(admin_url, name)
     sink = shape.start(folder, name)
     worker = None
     rt = None
@@ -284,13 +272,11 @@ def mailer_run(
         print(f"    the sender used {cpu:.2f} s of CPU", file=sys.stderr)
     finally:
         if worker is not None:
-            sb.stop_group(worker)
+            stop_group(worker)
         if rt is not None:
             rt.close()
         counts = sink.stop()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin_url, name)
     exactly_once(counts, size)
     return seconds
 
@@ -300,7 +286,8 @@ def _sender_cpu(worker: subprocess.Popen | None) -> float:
     its polling of the campaign's row counts too)."""
     if worker is None:
         return time.process_time()
-    sb = _send_bench()
+    from bench import send as sb  # its PostgreSQL seeding and Celery worker helpers
+
     return sum(
         seconds
         for pid, (_, ppid, seconds) in sb.all_processes().items()
@@ -357,9 +344,7 @@ def pair(
     seconds for ``size`` messages (``bench/compare.py`` interleaves them)."""
     folder = Path(tempfile.mkdtemp(prefix="mailer-bench-smtp-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    admin_url = os.environ.get(
-        "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-    )
+    admin_url = POSTGRES_ADMIN_URL
     message = sample_message()
 
     def timed(mode: Mode) -> Timed:

@@ -77,10 +77,16 @@ SAMPLE_POST = ROOT / "posts" / "2026-02-06-ai-weekly.md"  # the reference post, 
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `testkit.processes`
-SCRIPT = str(Path(__file__).resolve())
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MAILER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+from bench.common import (  # noqa: E402  (needs ROOT on the path)
+    POSTGRES_ADMIN_URL,
+    create_database,
+    drop_database,
+    stop_group,
+    terminate,
 )
+
+SCRIPT = str(Path(__file__).resolve())
 SECRET = "bench-secret-for-the-tracking-benchmark"
 DELIVERIES = 20_000
 EVENTS_PER_BATCH = 1000
@@ -436,7 +442,7 @@ class Bench:
         problems = []
         servers = [server for server in (self.server, self.bare) if server]
         for process in [*self.processes, *servers]:
-            stop(process)
+            stop_group(process, grace=15)
         if self.database:
             try:
                 drop_database(self.args.postgres_admin_url, self.database)
@@ -446,36 +452,10 @@ class Bench:
         return problems
 
 
-def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def prepare(bench: Bench) -> tuple[Any, int, int]:
     """The database, its campaign and the key pair; returns (settings, campaign id, links)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     from mailer.config import Settings
     from mailer.content.post import load_post
@@ -491,12 +471,7 @@ def prepare(bench: Bench) -> tuple[Any, int, int]:
     else:
         name = f"mailer_bench_tracking_{os.getpid()}_{secrets.token_hex(3)}"
         bench.database = name  # before it exists: dropped whatever happens next
-        admin = create_engine(args.postgres_admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = make_url(args.postgres_admin_url).set(database=name)
-        bench.url = url.render_as_string(hide_password=False)
+        bench.url = create_database(args.postgres_admin_url, name)
     engine = make_engine(bench.url)
     upgrade(engine)
     engine.dispose()
@@ -889,7 +864,7 @@ def _shared_servers(database: str) -> tuple[Bench, Path, Path]:
         bench = Bench(Path(tempfile.mkdtemp(prefix="mailer-bench-tracking-")), args)
         atexit.register(bench.cleanup)
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _terminate)  # so that the clean-up runs
+            signal.signal(signal.SIGTERM, terminate)  # so that the clean-up runs
         settings, campaign_id, links = prepare(bench)
         pixel, click = write_paths(bench, campaign_id, links)
         start_server(bench, settings)
@@ -986,10 +961,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the clean-up below
-
-
 def main() -> int:
     args = parse_args()
     if args.child == "server":
@@ -1001,7 +972,7 @@ def main() -> int:
     if args.child == "webhook":
         webhook_child(args)
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     for name in [name for name in os.environ if name.startswith("MAILER_")]:
         del os.environ[name]
     folder = Path(tempfile.mkdtemp(prefix="mailer-bench-tracking-"))
@@ -1013,7 +984,7 @@ def main() -> int:
     try:
         phases = run(bench)
         rss = peak_rss_mb(bench.server.pid)
-        stop(bench.server)  # its lifespan writes what is still buffered
+        stop_group(bench.server, grace=15)  # its lifespan writes what is still buffered
         if bench.server.returncode not in (0, -signal.SIGTERM):
             problems.append(f"the server exited with {bench.server.returncode}")
     except PhaseFailed as exc:

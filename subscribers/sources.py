@@ -87,7 +87,7 @@ def layout_for(names: list[str]) -> Layout | None:
         names=(names_at,) if names_at is not None else first_last,
         tags=_first(index, "tags", "tag"),
         status=_first(index, "status"),
-        outcome=_our_status if "status" in index else None,
+        outcome=_OURS.get,
         columns=columns,
     )
 
@@ -140,10 +140,10 @@ def _substack(index: dict[str, int], columns: tuple[str, ...]) -> Layout | None:
     return Layout(
         "Substack subscriber export",
         index["email"],
-        names=(index["name"],) if "name" in index else (),
+        names=_present(index.get("name")),
         consent_at=_first(index, "subscription date", "created at"),
         status=disabled,
-        outcome=_substack_disabled if disabled is not None else None,
+        outcome=_substack_disabled,
         columns=columns,
         notes=("paid plans are not kept",),
     )
@@ -163,7 +163,7 @@ def _buttondown(index: dict[str, int], columns: tuple[str, ...]) -> Layout | Non
         consent_at=index.get("creation date"),
         consent_ip=index.get("ip address"),
         status=kind,
-        outcome=_BUTTONDOWN.get if kind is not None else None,
+        outcome=_BUTTONDOWN.get,
         columns=columns,
         notes=("notes and metadata are not kept",),
     )
@@ -178,10 +178,10 @@ def _listmonk(index: dict[str, int], columns: tuple[str, ...]) -> Layout | None:
     return Layout(
         "listmonk subscriber export",
         index["email"],
-        names=(index["name"],) if "name" in index else (),
+        names=_present(index.get("name")),
         consent_at=index.get("created at"),
         status=status,
-        outcome=_LISTMONK.get if status is not None else None,
+        outcome=_LISTMONK.get,
         columns=columns,
         notes=("attributes are not kept",),
     )
@@ -195,11 +195,11 @@ def _ours(index: dict[str, int], columns: tuple[str, ...]) -> Layout | None:
     return Layout(
         "mailer export",
         index["email"],
-        names=(index["name"],) if "name" in index else (),
+        names=_present(index.get("name")),
         tags=index.get("tags"),
         confirmed_at=index["confirmed at"],
         status=index["status"],
-        outcome=_our_status,
+        outcome=_OURS.get,
         columns=columns,
     )
 
@@ -229,10 +229,6 @@ _OURS = {
     "cleaned": BOUNCED,
     "complained": COMPLAINED,
 }
-
-
-def _our_status(value: str) -> str | None:
-    return _OURS.get(value)
 
 
 _TRUE, _FALSE = {"true", "yes", "1", "t"}, {"false", "no", "0", "f", ""}
@@ -266,8 +262,6 @@ def split_tags(cell: str) -> list[str]:
     cell = cell.strip()
     if not cell:
         return []
-    if '"' not in cell and "[" not in cell:
-        return [tag for part in _SPLIT.split(cell) if (tag := part.strip())]
     if cell.startswith("[") and cell.endswith("]"):
         try:
             listed = json.loads(cell)
@@ -278,7 +272,7 @@ def split_tags(cell: str) -> list[str]:
     if cell.startswith('"'):
         quoted = next(csv.reader([cell], skipinitialspace=True), [])
         return [tag.strip() for tag in quoted if tag.strip()]
-    return [tag.strip() for tag in _SPLIT.split(cell) if tag.strip()]
+    return [tag for part in _SPLIT.split(cell) if (tag := part.strip())]
 
 
 # Go's time.String(), as listmonk writes it: "2024-01-02 03:04:05.123456 +0000 UTC".

@@ -189,7 +189,9 @@ def forgive_soft_bounces(session: Session, delivery_ids: Sequence[int]) -> None:
             .where(
                 Subscriber.soft_bounces > 0,
                 Subscriber.id.in_(
-                    select(Delivery.subscriber_id).where(Delivery.id.in_(delivery_ids))
+                    select(Delivery.subscriber_id).where(
+                        among(session.connection(), Delivery.id, delivery_ids)
+                    )
                 ),
             )
             .values(soft_bounces=0)
