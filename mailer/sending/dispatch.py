@@ -258,20 +258,10 @@ def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = 
         _locked(session, campaign_id)  # a clear error for an unknown id
         # The move decides who starts it: of two callers at once (two beats), one moves
         # the campaign and the other finds it moved.
+        to, values = CampaignState.SENDING, {}
         if scheduled:
-            moved = move(
-                session,
-                campaign_id,
-                CampaignState.SCHEDULED,
-                only_from=startable,
-                strict=False,
-                scheduled_at=at,
-            )
-        else:
-            moved = move(
-                session, campaign_id, CampaignState.SENDING, only_from=startable, strict=False
-            )
-        if not moved:
+            to, values = CampaignState.SCHEDULED, {"scheduled_at": at}
+        if not move(session, campaign_id, to, only_from=startable, strict=False, **values):
             return False
     if not scheduled:
         fill(rt, campaign_id, queue)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, Table, create_engine
+from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
@@ -37,7 +37,7 @@ _NAMING = {
 }
 
 # 64-bit ids on PostgreSQL; SQLite only auto-numbers a plain INTEGER primary key.
-Id = BigInteger().with_variant(Integer, "sqlite")
+Id = dialect.BIG_ROWID
 
 
 class Base(DeclarativeBase):

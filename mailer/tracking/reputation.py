@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import ColumnElement, distinct, func, select
 from sqlalchemy.orm import Session
 
 from mailer.tracking.events import EventKind, EventRecord
@@ -21,31 +21,23 @@ from mailer.tracking.events import EventKind, EventRecord
 __all__ = ["BrakeView", "complaints", "hard_bounces"]
 
 
+def _readers(session: Session, campaign_id: int, *where: ColumnElement[bool]) -> int:
+    """Readers of the campaign with an event matching ``where``, each counted once."""
+    count = func.count(distinct(EventRecord.delivery_id))
+    query = select(count).where(EventRecord.campaign_id == campaign_id, *where)
+    return session.scalar(query) or 0
+
+
 def hard_bounces(session: Session, campaign_id: int) -> int:
     """Readers of the campaign whose address bounced hard."""
-    return (
-        session.scalar(
-            select(func.count(distinct(EventRecord.delivery_id))).where(
-                EventRecord.campaign_id == campaign_id,
-                EventRecord.kind == EventKind.BOUNCED,
-                EventRecord.bounce == "hard",
-            )
-        )
-        or 0
+    return _readers(
+        session, campaign_id, EventRecord.kind == EventKind.BOUNCED, EventRecord.bounce == "hard"
     )
 
 
 def complaints(session: Session, campaign_id: int) -> int:
     """Readers of the campaign who marked it as spam."""
-    return (
-        session.scalar(
-            select(func.count(distinct(EventRecord.delivery_id))).where(
-                EventRecord.campaign_id == campaign_id,
-                EventRecord.kind == EventKind.COMPLAINED,
-            )
-        )
-        or 0
-    )
+    return _readers(session, campaign_id, EventRecord.kind == EventKind.COMPLAINED)
 
 
 @dataclass(frozen=True)
