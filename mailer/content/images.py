@@ -10,16 +10,18 @@ for it; tests, the web app's requests and any other render read the cache alone.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import imagesize
-
 from mailer.content.markdown import Block
+
+if TYPE_CHECKING:
+    import urllib.request
 
 __all__ = ["ImageSizes"]
 
@@ -29,13 +31,21 @@ TIMEOUT = 3.0  # seconds per image
 DEADLINE = 10.0  # seconds of fetching per render, whatever the number of images
 
 
-class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to http(s): not to ftp:, which urllib would."""
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """The opener of every fetch, made at the first: a post without images never loads
+    urllib.request (see ``_measure``)."""
+    import urllib.request
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urlsplit(newurl).scheme not in ("http", "https"):
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    class WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        """Follow a redirect only to http(s): not to ftp:, which urllib would."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            if urlsplit(newurl).scheme not in ("http", "https"):
+                return None
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(WebOnlyRedirects())
 
 
 class ImageSizes:
@@ -44,7 +54,6 @@ class ImageSizes:
     def __init__(self, cache_file: Path | None, *, fetch: bool = False) -> None:
         self.cache_file = cache_file
         self.fetch = fetch
-        self._opener = urllib.request.build_opener(_WebOnlyRedirects())
         self._cache: dict[str, tuple[int, int]] | None = None
 
     def fit(self, blocks: list[Block], folder: Path, column: int) -> None:
@@ -77,11 +86,13 @@ class ImageSizes:
         return cache.get(url)
 
     def _fetch(self, url: str, timeout: float) -> tuple[int, int] | None:
+        import urllib.request
+
         request = urllib.request.Request(
             url, headers={"Range": f"bytes=0-{MAX_BYTES - 1}", "User-Agent": "mailer"}
         )
         try:
-            with self._opener.open(request, timeout=timeout) as response:
+            with _opener().open(request, timeout=timeout) as response:
                 head = response.read(MAX_BYTES)
         except (OSError, ValueError):
             return None  # unreachable, refused, too slow: the image keeps the column's width
@@ -111,6 +122,10 @@ class ImageSizes:
 
 
 def _measure(image: Path | io.BytesIO) -> tuple[int, int] | None:
+    # Imported here: imagesize loads urllib.request, http.client, ssl, email and ElementTree
+    # (about 12 ms), which `mailer preview` of a post without images need not pay.
+    import imagesize
+
     try:
         width, height = imagesize.get(image)
     except (OSError, ValueError):

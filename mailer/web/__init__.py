@@ -93,11 +93,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         events.close()  # write what the last requests recorded
         runtime.close()
 
-    links = LinkTables(sessions)
     pages = Pages(runtime.renderer.templates, settings, runtime.publication_lang)
     # No trailing-slash redirects: Starlette builds their Location from the Host header.
     app = WebApp(
-        TrackingRoutes(runtime.signer, events, links, pages),
+        TrackingRoutes(runtime.signer, events, LinkTables(sessions), pages),
         title=settings.publication_name,
         docs_url=None,
         redoc_url=None,
@@ -110,7 +109,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.signer = runtime.signer
     app.state.events = events
     app.state.after_response = after_response
-    app.state.links = links
     app.state.pages = pages
     app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)

@@ -27,7 +27,7 @@ _BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
 
 def atom_feed(campaigns: Iterable[Campaign], settings: Settings, now: dt.datetime) -> bytes:
     """The feed of ``campaigns`` (sent ones, newest first; one entry per slug)."""
-    public_url = str(settings.public_url).rstrip("/")
+    public_url = settings.public_url  # no trailing slash: config._http_url strips it
     host = urlsplit(public_url).hostname or "localhost"
     ET.register_namespace("", ATOM)
     feed = ET.Element(f"{{{ATOM}}}feed")
@@ -40,7 +40,7 @@ def atom_feed(campaigns: Iterable[Campaign], settings: Settings, now: dt.datetim
     updated = _text(feed, "updated", _stamp(now))
     author = ET.SubElement(feed, f"{{{ATOM}}}author")
     _text(author, "name", settings.publication_name)
-    _text(author, "uri", str(settings.site_url))
+    _text(author, "uri", settings.site_url)
     seen: set[str] = set()
     latest: dt.datetime | None = None
     for campaign in campaigns:

@@ -23,6 +23,7 @@ HEAVY = ("alembic", "celery", "fastapi", "psycopg", "py3langid", "pydantic", "sq
 NOT_FOR_PREVIEW = (
     "alembic",
     "email_validator",
+    "imagesize",
     "limits",
     "psycopg",
     "py3langid",
