@@ -171,5 +171,12 @@ class SendGridStandIn:
         return Handler
 
 
+def copy_headers(request: dict[str, Any]) -> list[dict[str, str]]:
+    """The headers each personalization's copy gets, as SendGrid writes them: the request's
+    own ``headers``, then the personalization's, which win over them."""
+    shared = request.get("headers", {})
+    return [shared | p.get("headers", {}) for p in request["personalizations"]]
+
+
 def _errors(message: str) -> bytes:
     return json.dumps({"errors": [{"message": message, "field": None, "help": None}]}).encode()

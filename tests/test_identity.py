@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.config import Settings
 from mailer.delivery.alignment import freemail, organizational_domain
-from mailer.delivery.message import Batch, Envelope, Sender
+from mailer.delivery.identity import Identity
+from mailer.delivery.message import Batch, Envelope, Sender, feedback_headers, list_headers
+from mailer.delivery.sendgrid import build_request
 from mailer.errors import ConfigError
 from mailer.runtime import Runtime
-from testkit.sendgrid_standin import API_KEY, SendGridStandIn
+from testkit.sendgrid_standin import API_KEY, SendGridStandIn, copy_headers
 from tests.test_dkim import write_key
 
 SENDER = Sender("news@mail.example.co.uk", "AI 周报")
@@ -75,11 +77,34 @@ def test_the_sendgrid_request_carries_the_same_identity(settings: Settings) -> N
         [outcome] = Runtime(s).backend.send(batch)
     assert outcome.status == "sent", standin.invalid
     [body] = standin.requests
-    assert body["headers"] == {"Feedback-ID": "c-1:ai-weekly:newsletter"}
+    assert body["headers"]["Feedback-ID"] == "c-1:ai-weekly:newsletter"
     assert body["reply_to"] == {"email": "editor@example.co.uk"}
-    list_id = body["personalizations"][0]["headers"]["List-Id"]
+    list_id = copy_headers(body)[0]["List-Id"]
     assert list_id.isascii() and list_id.endswith(" <ai-weekly.mail.example.co.uk>")
     assert str(email.policy.default.header_factory("List-Id", list_id)).startswith("AI 周报")
+
+
+@pytest.mark.parametrize("list_copies", [2, 1])
+def test_each_sendgrid_copy_gets_the_headers_to_mime_writes(
+    settings: Settings, list_copies: int
+) -> None:
+    """Headers alike on every copy go once, at the request's level (the request is mostly
+    personalizations); each copy still gets exactly its own ``list_headers``, whether or not
+    every copy in the batch is list mail."""
+    identity = Identity.of(identity_settings(settings))
+    second = Envelope("cy@example.org", "Cy", "7-2", unsubscribe_url="https://m.example/u/2")
+    envelopes = (LIST_COPY, second if list_copies == 2 else CONFIRMATION)
+    batch = Batch("Weekly", "<p>hi</p>", "hi", SENDER, envelopes, category="c-1")
+    body = build_request(batch, identity)
+    expected = [
+        list_headers(batch, e, identity) | feedback_headers(batch, identity) for e in envelopes
+    ]
+    assert copy_headers(body) == expected
+    if list_copies == 2:
+        assert [p["headers"] for p in body["personalizations"]] == [
+            {"List-Unsubscribe": "<https://m.example/u/1>"},
+            {"List-Unsubscribe": "<https://m.example/u/2>"},
+        ]
 
 
 @pytest.mark.parametrize("backend", ["smtp", "sendgrid"])

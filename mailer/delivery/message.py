@@ -43,8 +43,10 @@ __all__ = [
     "list_headers",
     "message_id_ids",
     "reader_name",
+    "shared_list_headers",
     "to_bytes",
     "to_mime",
+    "unsubscribe_header",
     "verify_header_block",
     "without_unsafe_readers",
 ]
@@ -174,17 +176,33 @@ def list_headers(
     batch: Batch, envelope: Envelope, identity: Identity | None = None
 ) -> dict[str, str]:
     """The headers of list mail (a copy with an unsubscribe link; a confirmation is not):
-    RFC 2919's ``List-Id``, and RFC 2369 / RFC 8058 one-click unsubscribe for this reader."""
+    RFC 2919's ``List-Id``, and RFC 2369 / RFC 8058 one-click unsubscribe for this reader.
+    Of these, only ``List-Unsubscribe`` differs from reader to reader (``unsubscribe_header``);
+    the rest is ``shared_list_headers``."""
     if not envelope.unsubscribe_url:
         return {}
-    targets = [f"<{envelope.unsubscribe_url}>"]
+    own = {"List-Unsubscribe": unsubscribe_header(batch, envelope)}
+    return _list_id(identity) | own | _ONE_CLICK
+
+
+_ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def _list_id(identity: Identity | None) -> dict[str, str]:
+    return {"List-Id": identity.list_id_header()} if identity else {}
+
+
+def shared_list_headers(identity: Identity | None) -> dict[str, str]:
+    """The list headers every reader's copy carries alike."""
+    return _list_id(identity) | _ONE_CLICK
+
+
+def unsubscribe_header(batch: Batch, envelope: Envelope) -> str:
+    """This reader's ``List-Unsubscribe``: their one-click link, then the list's mailto."""
+    link = f"<{envelope.unsubscribe_url}>"
     if batch.unsubscribe_mailto:
-        targets.append(f"<mailto:{batch.unsubscribe_mailto}?subject=unsubscribe>")
-    headers = {"List-Id": identity.list_id_header()} if identity else {}
-    return headers | {
-        "List-Unsubscribe": ", ".join(targets),
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
+        return f"{link}, <mailto:{batch.unsubscribe_mailto}?subject=unsubscribe>"
+    return link
 
 
 def feedback_headers(batch: Batch, identity: Identity | None) -> dict[str, str]:
@@ -257,7 +275,7 @@ class Compiled:
         }
         if envelope.unsubscribe_url:
             own["List-Unsubscribe"] = _folded(
-                "List-Unsubscribe", list_headers(self.batch, envelope)["List-Unsubscribe"]
+                "List-Unsubscribe", unsubscribe_header(self.batch, envelope)
             )
         head = [
             f"{name}:{own[name]}\r\n".encode() if name in own else shared

@@ -27,6 +27,8 @@ from mailer.delivery.message import (
     feedback_headers,
     list_headers,
     reader_name,
+    shared_list_headers,
+    unsubscribe_header,
     without_unsafe_readers,
 )
 from mailer.errors import (
@@ -45,8 +47,8 @@ _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 def build_request(batch: Batch, identity: Identity | None = None) -> dict[str, Any]:
     """The Mail Send request body for ``batch`` (valid against SendGrid's schema), with
-    ``identity``'s headers: ``List-Id`` beside each reader's list headers, ``Feedback-ID``
-    once for all, ``Reply-To`` as SendGrid's own field (it refuses it among headers).
+    ``identity``'s headers: ``List-Id`` with the list headers, ``Feedback-ID`` once for all,
+    ``Reply-To`` as SendGrid's own field (it refuses it among headers).
 
     Raises ``PermanentDeliveryError`` for an unsafe subject or sender name and
     ``UnsafeHeaderValue`` for an unsafe reader's name (``SendGridBackend.send`` leaves
@@ -55,6 +57,10 @@ def build_request(batch: Batch, identity: Identity | None = None) -> dict[str, A
     if len(batch.envelopes) > MAX_PERSONALIZATIONS:
         raise ValueError(f"a SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients")
     check_batch(batch)
+    # List mail (every copy with an unsubscribe link): the list headers every reader gets
+    # alike go once, in the request's own headers, which SendGrid gives each personalization;
+    # only List-Unsubscribe is the reader's. A quarter less to encode, send and parse.
+    list_mail = bool(batch.envelopes) and all(e.unsubscribe_url for e in batch.envelopes)
     personalizations = []
     for envelope in batch.envelopes:
         to = {"email": envelope.email}
@@ -68,9 +74,10 @@ def build_request(batch: Batch, identity: Identity | None = None) -> dict[str, A
         substitutions = envelope.substitutions()
         if substitutions:
             personalization["substitutions"] = substitutions
-        headers = list_headers(batch, envelope, identity)
-        if headers:
-            personalization["headers"] = headers
+        if list_mail:
+            personalization["headers"] = {"List-Unsubscribe": unsubscribe_header(batch, envelope)}
+        elif envelope.unsubscribe_url:
+            personalization["headers"] = list_headers(batch, envelope, identity)
         personalizations.append(personalization)
     sender: dict[str, str] = {"email": batch.sender.email}
     if batch.sender.name:
@@ -92,6 +99,8 @@ def build_request(batch: Batch, identity: Identity | None = None) -> dict[str, A
     if batch.category:
         body["categories"] = [batch.category[:255]]
     shared = feedback_headers(batch, identity)
+    if list_mail:
+        shared = shared_list_headers(identity) | shared
     if shared:
         body["headers"] = shared
     if identity and identity.reply_to:
