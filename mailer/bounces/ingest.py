@@ -84,8 +84,8 @@ def ingest_message(sessions: sessionmaker, settings: Settings, verp: Verp, data:
         return UNPARSEABLE
     with sessions.begin() as session:
         done = ingest(session, verp, report, settings.soft_bounce_limit)
-    if done.campaign_id is not None and done.outcome in ("hard", "soft", "complaint"):
-        brake.check(sessions, settings, done.campaign_id)
+        if done.campaign_id is not None and done.outcome in ("hard", "soft", "complaint"):
+            brake.check(session, settings, done.campaign_id)
     return done.outcome
 
 

@@ -202,8 +202,7 @@ def _send(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
         _count_error(rt, campaign_id, str(exc))
 
     result = _record(rt, campaign_id, claimed, outcomes + refused, skipped)
-    brake.check(rt.sessions, rt.settings, campaign_id)  # too many bounces: the campaign pauses
-    _finish(rt, campaign_id, batch)
+    _finish(rt, campaign_id, batch, outcomes_recorded=True)
     return replace(result, provider_status=status)
 
 
@@ -474,8 +473,11 @@ _OPEN_AFTER = text(
 )
 
 
-def _finish(rt: Runtime, campaign_id: int, batch: int) -> None:
-    """End the campaign if this was its last open batch (``finish_if_done``)."""
+def _finish(rt: Runtime, campaign_id: int, batch: int, *, outcomes_recorded: bool = False) -> None:
+    """Once outcomes are recorded, pause the campaign if it bounces too much (``brake``);
+    end it if this was its last open batch (``finish_if_done``)."""
     with rt.sessions.begin() as session:
+        if outcomes_recorded:
+            brake.check(session, rt.settings, campaign_id)
         if not session.scalar(_OPEN_AFTER, {"campaign_id": campaign_id, "batch": batch}):
             finish_if_done(session, campaign_id)

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Text, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailer.clock import utcnow
 from mailer.config import Settings
@@ -117,38 +117,38 @@ def _verdict(r: Rates, s: Settings, campaign_id: int) -> str | None:
     return None
 
 
-def check(sessions: sessionmaker, s: Settings, campaign_id: int) -> str | None:
-    """Pause ``campaign_id`` if it is sending and over a threshold; returns the reason."""
-    with sessions.begin() as session:
-        hard, complaints = _event_counts(session, campaign_id)
-        if (
-            hard <= s.brake_bounce_rate * s.brake_bounce_min_attempted
-            and complaints <= s.brake_complaint_rate * s.brake_complaint_min_delivered
-        ):
-            return None  # too few to be over a threshold, whatever the ledger says
-        brake = session.get(CampaignBrake, campaign_id)
-        if brake is not None and brake.released_at is not None:
-            return None
-        status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-        if status != CampaignState.SENDING:
-            return None
-        reason = _verdict(rates(session, campaign_id, (hard, complaints)), s, campaign_id)
-        if reason is None:
-            return None
-        paused = move(
-            session,
-            campaign_id,
-            CampaignState.PAUSED,
-            only_from=(CampaignState.SENDING,),
-            strict=False,
-            last_error=reason,
-        )
-        if not paused:  # paused or cancelled meanwhile: not the brake's doing
-            return None
-        if brake is None:
-            session.add(CampaignBrake(campaign_id=campaign_id, tripped_at=utcnow(), reason=reason))
-        else:
-            brake.tripped_at, brake.reason = utcnow(), reason
+def check(session: Session, s: Settings, campaign_id: int) -> str | None:
+    """Pause ``campaign_id`` if it is sending and over a threshold (in ``session``'s
+    transaction, with what it has recorded); returns the reason."""
+    hard, complaints = _event_counts(session, campaign_id)
+    if (
+        hard <= s.brake_bounce_rate * s.brake_bounce_min_attempted
+        and complaints <= s.brake_complaint_rate * s.brake_complaint_min_delivered
+    ):
+        return None  # too few to be over a threshold, whatever the ledger says
+    brake = session.get(CampaignBrake, campaign_id)
+    if brake is not None and brake.released_at is not None:
+        return None
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    if status != CampaignState.SENDING:
+        return None
+    reason = _verdict(rates(session, campaign_id, (hard, complaints)), s, campaign_id)
+    if reason is None:
+        return None
+    paused = move(
+        session,
+        campaign_id,
+        CampaignState.PAUSED,
+        only_from=(CampaignState.SENDING,),
+        strict=False,
+        last_error=reason,
+    )
+    if not paused:  # paused or cancelled meanwhile: not the brake's doing
+        return None
+    if brake is None:
+        session.add(CampaignBrake(campaign_id=campaign_id, tripped_at=utcnow(), reason=reason))
+    else:
+        brake.tripped_at, brake.reason = utcnow(), reason
     log.warning("campaign %s paused: %s", campaign_id, reason)
     return reason
 

@@ -60,8 +60,8 @@ def _ingest(request: Request, events: list[Event]) -> int:
     with request.app.state.sessions.begin() as session:
         new = record(session, addressed(session, events))
         apply(session, new, settings.soft_bounce_limit)
-    # Mail sent through the same account by something else names no campaign of ours.
-    watched = {e.campaign_id for e in new if e.kind in brake.WATCHED}
-    for campaign_id in sorted(c for c in watched if c is not None):
-        brake.check(request.app.state.sessions, settings, campaign_id)
+        # Mail sent through the same account by something else names no campaign of ours.
+        watched = {e.campaign_id for e in new if e.kind in brake.WATCHED}
+        for campaign_id in sorted(c for c in watched if c is not None):
+            brake.check(session, settings, campaign_id)
     return len(new)
