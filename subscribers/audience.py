@@ -10,7 +10,6 @@ run counts it: all three build their statements from ``in_audience``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -19,6 +18,7 @@ from sqlalchemy import (
     Integer,
     and_,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -28,13 +28,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, ReturningUpdate
 
-from mailer.store.dialect import among
+from mailer.store.dialect import among, joins_returning
 from mailer.store.ledger import Campaign, Delivery, DeliveryState
 from subscribers.models import Status, Subscriber, Suppression
 
-__all__ = ["REACHED", "add_chunk", "count", "in_audience", "readers"]
+__all__ = ["REACHED", "add_chunk", "claimed_readers", "count", "in_audience"]
 
 _subscribers = Subscriber.__table__
 _suppressions = Suppression.__table__
@@ -127,18 +127,45 @@ def add_chunk(session: Session, campaign: Campaign, size: int) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def readers(
-    connection: Connection, subscriber_ids: Sequence[int], slug: str, campaign_id: int
-) -> dict[int, tuple[str, str]]:
-    """Of ``subscriber_ids`` (a batch just claimed for ``campaign_id``), those still in the
-    audience, with their address and name, by id. Looked up by their own key: joining
-    the ledger again would read every claimed row a second time."""
+def claimed_readers(
+    connection: Connection, claim: ReturningUpdate, slug: str, campaign_id: int
+) -> list[tuple[int, int, int, tuple[str, str] | None]]:
+    """Run ``claim`` (an UPDATE of ``campaign_id``'s ledger rows RETURNING their id,
+    subscriber id and attempts) and give each row it took, by id, with its reader's address
+    and name, or None when the reader is no longer in the audience. On PostgreSQL in
+    one statement; elsewhere the readers are looked up by their own key after the claim
+    (joining the ledger again would read every claimed row a second time)."""
+    if joins_returning(connection):
+        claimed = claim.cte("claimed")
+        present = in_audience(slug, campaign_id)
+        query = (
+            select(
+                claimed.c.id,
+                claimed.c.subscriber_id,
+                claimed.c.attempts,
+                case((present, _subscribers.c.email)),
+                case((present, _subscribers.c.name)),
+            )
+            .select_from(
+                claimed.outerjoin(_subscribers, _subscribers.c.id == claimed.c.subscriber_id)
+            )
+            .order_by(claimed.c.id)
+        )
+        return [
+            (delivery_id, subscriber_id, attempts, None if email is None else (email, name))
+            for delivery_id, subscriber_id, attempts, email, name in connection.execute(query)
+        ]
+    taken = sorted(connection.execute(claim).all())
+    ids = [subscriber_id for _, subscriber_id, _ in taken]
     rows = connection.execute(
         select(_subscribers.c.id, _subscribers.c.email, _subscribers.c.name).where(
-            among(connection, _subscribers.c.id, subscriber_ids), in_audience(slug, campaign_id)
+            among(connection, _subscribers.c.id, ids), in_audience(slug, campaign_id)
         )
     )
-    return {subscriber_id: (email, name) for subscriber_id, email, name in rows}
+    found = {subscriber_id: (email, name) for subscriber_id, email, name in rows}
+    return [
+        (i, subscriber_id, tries, found.get(subscriber_id)) for i, subscriber_id, tries in taken
+    ]
 
 
 def count(session: Session, slug: str, campaign_id: int | None = None) -> int:

@@ -232,18 +232,14 @@ def _claim(session: Session, campaign: _Campaign, batch: int) -> tuple[list[_Cla
         .values(status=DeliveryState.SENDING, claimed_at=utcnow(), attempts=d.c.attempts + 1)
         .returning(d.c.id, d.c.subscriber_id, d.c.attempts)
     )
-    # delivery id → (subscriber id, attempts)
-    taken = {row.id: (row.subscriber_id, row.attempts) for row in connection.execute(claim)}
-    if not taken:
-        return [], 0
-    subscriber_ids = [subscriber for subscriber, _ in taken.values()]
-    readers = audience.readers(connection, subscriber_ids, campaign.slug, campaign.id)
-    claimed = [
-        _Claimed(delivery_id, subscriber_id, attempts, *readers[subscriber_id])
-        for delivery_id, (subscriber_id, attempts) in sorted(taken.items())
-        if subscriber_id in readers
-    ]
-    gone = sorted(set(taken) - {c.delivery_id for c in claimed})
+    claimed, gone = [], []
+    for delivery_id, subscriber_id, attempts, reader in audience.claimed_readers(
+        connection, claim, campaign.slug, campaign.id
+    ):
+        if reader is None:
+            gone.append(delivery_id)
+        else:
+            claimed.append(_Claimed(delivery_id, subscriber_id, attempts, *reader))
     if gone:
         connection.execute(
             update(d)

@@ -254,6 +254,12 @@ def commits_in_slices(connection: Connection) -> bool:
     return not is_postgresql(connection)
 
 
+def joins_returning(connection: Connection) -> bool:
+    """Whether the rows an ``UPDATE … RETURNING`` writes can be joined to other tables in the
+    same statement (as a ``WITH`` query: PostgreSQL; SQLite takes no UPDATE there)."""
+    return is_postgresql(connection)
+
+
 def commit_without_flush(connection: Connection) -> None:
     """This transaction's commit returns before its record reaches the disk, on PostgreSQL
     (``synchronous_commit`` off, for it alone): for writes a server crash may lose without
