@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event, func, select, text
+import pytest
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import sessionmaker
 from starlette.responses import RedirectResponse, Response
 
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.runtime import Runtime
+from mailer.store.db import make_engine
 from mailer.tokens import Purpose, Signer
 from mailer.tracking.events import Event, EventKind, EventRecord, _row
 from mailer.web.guards import SECURITY_HEADERS
@@ -26,6 +31,7 @@ from tests.live_server import LiveServer, serve, server_factory
 
 start_server = server_factory()
 LINK = "https://example.org/story?id=1&from=mail"
+BROWSER = {"accept": "text/html"}
 
 
 def test_a_flush_writes_every_event_in_statements_of_a_chunk(sessions: sessionmaker) -> None:
@@ -123,3 +129,73 @@ def test_what_start_up_built_is_frozen_while_the_app_serves(
     with serve(settings, database_url, tmp_path):
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+@pytest.fixture
+def postgres(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("path", ["/o/forged.1.x.gif", "/no/such/page"])
+def test_a_page_waiting_for_the_database_holds_no_other_request(
+    settings: Settings, postgres_url: str, postgres: Engine, tmp_path: Path, path: str
+) -> None:
+    """A "not found" page (the tracking routes' and the app's) asks the database for its
+    language: while a lock holds that query, the same process still answers a pixel."""
+    token = Signer(settings.secret_keys).sign_ids(Purpose.TRACK, 1, 1)
+    with (
+        serve(settings, postgres_url, tmp_path, lang="") as server,
+        ThreadPoolExecutor(1) as pool,
+        postgres.connect() as holder,
+    ):
+        holder.execute(text("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE"))
+        try:
+            page = pool.submit(httpx.get, server.url + path, headers=BROWSER, timeout=60)
+            _wait_for_a_lock_wait(postgres)
+            pixel = httpx.get(f"{server.url}/o/{token}.gif", timeout=10)  # 10 s: not for ever
+            assert not page.done()
+        finally:
+            holder.rollback()
+        assert pixel.status_code == 200
+        assert page.result().status_code == 404
+
+
+def _wait_for_a_lock_wait(engine: Engine) -> None:
+    """Until a query of this database waits for a lock (the page's)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 30
+    with engine.connect() as connection:
+        while not connection.scalar(waiting):
+            assert time.monotonic() < deadline, "no query waited for the lock"
+            time.sleep(0.02)
+
+
+def test_an_unexpected_error_is_answered_as_the_app_answers_one(
+    start_server: Callable[..., LiveServer], engine: Engine
+) -> None:
+    """With the tables gone, a click (its link table not yet read) and the archive fail
+    alike: a 500 with the security headers, and the error in the server's log."""
+    server = start_server()
+    token = Signer(server.settings.secret_keys).sign_ids(Purpose.TRACK, 1, 1)
+    renames = [("campaigns", "campaigns_away"), ("campaign_links", "campaign_links_away")]
+    with engine.begin() as connection:
+        for name, away in renames:
+            connection.execute(text(f"ALTER TABLE {name} RENAME TO {away}"))
+    try:
+        with httpx.Client(base_url=server.url, headers={"connection": "close"}) as client:
+            click, archive = client.get(f"/c/{token}/0"), client.get("/archive")
+    finally:
+        with engine.begin() as connection:
+            for name, away in renames:
+                connection.execute(text(f"ALTER TABLE {away} RENAME TO {name}"))
+    assert click.status_code == archive.status_code == 500
+    assert click.content == archive.content
+    assert _ours(click) == _ours(archive)
+    assert {name: click.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    errors = [r for r in server.log if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == 2

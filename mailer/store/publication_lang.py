@@ -24,7 +24,9 @@ CACHE_SECONDS = 60.0
 
 
 class PublicationLang:
-    """A callable giving the publication's language now (cached ``CACHE_SECONDS``)."""
+    """A callable giving the publication's language now (cached ``CACHE_SECONDS``). A
+    ``stale`` one waits for the database: code on an event loop calls it in a thread then
+    (a sync route, ``run_in_threadpool``), or every request of the process waits with it."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None) -> None:
         self.fixed = settings.lang
@@ -32,10 +34,16 @@ class PublicationLang:
         self.lang = DEFAULT_LANG
         self.asked = -CACHE_SECONDS
 
+    @property
+    def stale(self) -> bool:
+        """Whether a call now asks the database."""
+        asks = not self.fixed and self.sessions is not None
+        return asks and time.monotonic() - self.asked >= CACHE_SECONDS
+
     def __call__(self) -> str:
         if self.fixed or self.sessions is None:
             return self.fixed or DEFAULT_LANG
-        if time.monotonic() - self.asked >= CACHE_SECONDS:
+        if self.stale:
             self.lang = _latest(self.sessions) or DEFAULT_LANG
             self.asked = time.monotonic()
         return self.lang

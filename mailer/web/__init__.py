@@ -6,9 +6,10 @@ tracking endpoints to come. ``create_app`` takes the parts the service shares fr
 ``Runtime`` and builds only the web's own (limits, the event buffer, pages); routes
 reach them through ``request.app.state``. Every app serves the reader pages, the
 tracking endpoints, the SendGrid webhook, the archive and the stats pages, each
-answer with the security headers of ``guards.SecurityHeaders``. The tracking endpoints,
-the busiest by far, are answered before FastAPI's middleware stack (``WebApp``). Any ASGI
-server can run it: ``uvicorn --factory mailer.web:from_environment``.
+answer with the security headers of ``guards.SecurityHeaders`` (an unexpected error's 500
+too). The tracking endpoints, the busiest by far, are answered before FastAPI's middleware
+stack (``WebApp``). Any ASGI server can run it:
+``uvicorn --factory mailer.web:from_environment``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer import logs
 from mailer.config import load_settings, refuse_local_defaults
@@ -56,6 +57,11 @@ class WebApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await self.tracking.answer(scope, receive, send):
             await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Around Starlette's ServerErrorMiddleware (outermost of its stack, out of reach of
+        # add_middleware), so that the 500 it answers an unexpected error with has them too.
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 def from_environment() -> FastAPI:
@@ -96,20 +102,22 @@ def create_app(runtime: Runtime) -> FastAPI:
     pages = Pages(runtime.renderer.templates, settings, runtime.publication_lang)
     # No trailing-slash redirects: Starlette builds their Location from the Host header.
     app = WebApp(
-        TrackingRoutes(runtime.signer, events, LinkTables(sessions), pages),
+        TrackingRoutes(
+            runtime.signer, events, LinkTables(sessions), pages, runtime.publication_lang
+        ),
         title=settings.publication_name,
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
         redirect_slashes=False,
     )
-    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.signer = runtime.signer
     app.state.events = events
     app.state.after_response = after_response
     app.state.pages = pages
+    app.state.lang = runtime.publication_lang  # the pages'; asked off the loop when stale
     app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
     app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")

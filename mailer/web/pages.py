@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from mailer.config import Publication, Settings
 from mailer.content.spacing import fill
 from mailer.content.templating import Templates
-from mailer.store.publication_lang import DEFAULT_LANG
+from mailer.store.publication_lang import DEFAULT_LANG, PublicationLang
 
 __all__ = ["Pages", "not_found"]
 
@@ -72,5 +73,8 @@ async def not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
         return await http_exception_handler(request, exc)
+    lang: PublicationLang = request.app.state.lang
+    if lang.stale:  # its query in a thread; the page then reads what it cached
+        await run_in_threadpool(lang)
     pages: Pages = request.app.state.pages
     return pages.not_found()

@@ -10,7 +10,10 @@ They are the busiest paths of the service, so ``TrackingRoutes`` answers them in
 bare ASGI before the FastAPI app sees the request: no middleware, routing, request
 or response objects. The answers are built once, by Starlette's own response classes
 (so the bytes are those a Starlette route sends), with ``SECURITY_HEADERS``. Uvicorn's
-access log still goes through ``access_log.REDACT_TOKENS``.
+access log still goes through ``access_log.REDACT_TOKENS``. Nothing here waits on the
+event loop for the database: a link table, and the language of the "not found" page when
+it is to be asked again, are read in the thread pool. An unexpected error is answered as
+the app answers one.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
 from mailer.clock import utcnow
 from mailer.errors import TokenError
 from mailer.metrics import EVENTS
+from mailer.store.publication_lang import PublicationLang
 from mailer.tokens import Purpose, Signer
 from mailer.tracking.events import Event, EventKind, record
 from mailer.tracking.links import CampaignLink, is_machine_open
@@ -50,6 +54,10 @@ _CLICK_PATH = compile_path("/c/{token}/{link}")[0]
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
 HEADERS = {**NO_CACHE, **SECURITY_HEADERS}
 _PIXEL_HEADERS = Response(PIXEL, media_type="image/gif", headers=HEADERS).raw_headers
+# An unexpected error's answer, as the app's: Starlette's ServerErrorMiddleware's, with the
+# headers ``SecurityHeaders`` adds to it.
+_ERROR = PlainTextResponse("Internal Server Error", status_code=500)
+_ERROR.headers.update(SECURITY_HEADERS)
 # Rows per statement of a flush. The request thread waits for the interpreter while a
 # statement's rows are prepared: 200 rows keep that wait well under a millisecond.
 CHUNK = 200
@@ -146,23 +154,35 @@ class TrackingRoutes:
     not: the app answers it)."""
 
     def __init__(
-        self, signer: Signer, events: EventBuffer, links: LinkTables, pages: Pages
+        self,
+        signer: Signer,
+        events: EventBuffer,
+        links: LinkTables,
+        pages: Pages,
+        lang: PublicationLang,
     ) -> None:
         self.signer = signer
         self.events = events
         self.links = links
         self.pages = pages
+        self.lang = lang  # the pages' language
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return False
         path: str = scope["path"]
-        if path[:3] == "/o/" and (match := _PIXEL_PATH.match(path)):
-            await self._pixel(scope, receive, send, match["token"])
-            return True
-        if path[:3] == "/c/" and (match := _CLICK_PATH.match(path)):
-            await self._click(scope, receive, send, match["token"], match["link"])
-            return True
+        try:
+            if path[:3] == "/o/" and (match := _PIXEL_PATH.match(path)):
+                await self._pixel(scope, receive, send, match["token"])
+                return True
+            if path[:3] == "/c/" and (match := _CLICK_PATH.match(path)):
+                await self._click(scope, receive, send, match["token"], match["link"])
+                return True
+        except Exception:
+            # Each route sends its answer last, so none has started: a 500 as the app's, and
+            # the error raised again for the server to log (as ServerErrorMiddleware does).
+            await _ERROR(scope, receive, send)
+            raise
         return False
 
     async def _pixel(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
@@ -233,6 +253,8 @@ class TrackingRoutes:
             return None
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lang.stale:  # its query in a thread; the page then reads what it cached
+            await run_in_threadpool(self.lang)
         strings = self.pages.strings
         page = self.pages.message(strings["link_invalid_title"], strings["link_invalid"], 404)
         for name, value in SECURITY_HEADERS.items():
