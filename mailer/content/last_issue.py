@@ -32,7 +32,7 @@ def last_sent_preheader(settings: Settings, slug: str) -> str | None:
 
     from mailer.errors import ConfigError
     from mailer.store.db import make_engine, make_sessions
-    from mailer.store.ledger import Campaign, CampaignState
+    from mailer.store.ledger import PUBLISHED, Campaign
 
     try:
         engine = make_engine(settings.database_url)
@@ -42,11 +42,7 @@ def last_sent_preheader(settings: Settings, slug: str) -> str | None:
         with make_sessions(engine)() as session:
             edition = session.scalar(
                 select(Campaign.edition)
-                .where(
-                    Campaign.started_at.is_not(None),
-                    Campaign.status.not_in((CampaignState.DRAFT, CampaignState.SCHEDULED)),
-                    Campaign.slug != slug,
-                )
+                .where(PUBLISHED, Campaign.slug != slug)
                 .order_by(Campaign.started_at.desc(), Campaign.id.desc())
                 .limit(1)
             )

@@ -42,6 +42,7 @@ from mailer.store.dialect import partial
 
 __all__ = [
     "BATCH_SIZE",
+    "PUBLISHED",
     "Campaign",
     "CampaignState",
     "Delivery",
@@ -149,6 +150,14 @@ class Campaign(Base):
 
     def frozen_edition(self) -> Edition:
         return Edition.from_dict(self.edition)
+
+
+# A campaign that went out, even in part: its readers follow "view in browser", and lint
+# compares a new post with the last one. By the states it cannot be in, so a row from an
+# older version, in a state since retired, counts too.
+PUBLISHED = Campaign.started_at.is_not(None) & Campaign.status.not_in(
+    (CampaignState.DRAFT, CampaignState.SCHEDULED)
+)
 
 
 class Delivery(Base):

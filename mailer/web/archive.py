@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.clock import utcnow
-from mailer.store.ledger import Campaign, CampaignState
+from mailer.store.ledger import PUBLISHED, Campaign
 from mailer.web.feed import FEED_ENTRIES, atom_feed
 
 __all__ = ["feed_campaigns", "router"]
@@ -24,11 +24,6 @@ EDITION_CSP = (
     "default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; "
     "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
-# Every edition that went out, even in part: its readers follow "view in browser". (By the
-# states it cannot be in: a row from an older version, in a state since retired, shows too.)
-_published = Campaign.started_at.is_not(None) & Campaign.status.not_in(
-    (CampaignState.DRAFT, CampaignState.SCHEDULED)
-)
 
 
 @router.get("/archive", response_class=HTMLResponse)
@@ -36,7 +31,7 @@ def archive(request: Request) -> HTMLResponse:
     with request.app.state.sessions() as session:
         rows = session.execute(
             select(Campaign.slug, Campaign.subject, Campaign.started_at)
-            .where(_published)
+            .where(PUBLISHED)
             .order_by(Campaign.started_at.desc())
         ).all()
     return request.app.state.pages.render("archive", editions=rows)
@@ -47,7 +42,7 @@ def edition(request: Request, slug: str) -> Response:
     with request.app.state.sessions() as session:
         campaign = session.scalar(
             select(Campaign)
-            .where(Campaign.slug == slug, _published)
+            .where(Campaign.slug == slug, PUBLISHED)
             .order_by(Campaign.id.desc())
             .limit(1)
         )
@@ -70,7 +65,7 @@ def feed_campaigns(session: Session) -> list[Campaign]:
     return list(
         session.scalars(
             select(Campaign)
-            .where(_published)
+            .where(PUBLISHED)
             .order_by(Campaign.started_at.desc(), Campaign.id.desc())
             .limit(FEED_ENTRIES * 2)
         )
