@@ -67,19 +67,14 @@ def in_audience(slug: object, campaign_id: object = None) -> ColumnElement[bool]
 
 def _fill_chunk() -> Insert:
     """The next chunk of a campaign's audience into its ledger, in one INSERT … SELECT (no
-    Python loop over subscribers): after the highest subscriber id it holds, in id order,
-    numbered into batches after its highest batch. Both are read by the statement itself,
-    so two fillers at once cannot overlap, and an interrupted fill goes on where it
-    stopped."""
+    Python loop over subscribers): after the highest subscriber id it holds (read from the
+    end of the ledger's unique index), in id order, numbered into batches from
+    ``next_batch``. Under the campaign's row lock, two fillers cannot overlap, and an
+    interrupted fill goes on where it stopped."""
     campaign_id = bindparam("campaign_id", type_=BigInteger)
     own = _deliveries.alias("own")
     last_reader = (
         select(func.coalesce(func.max(own.c.subscriber_id), 0))
-        .where(own.c.campaign_id == campaign_id)
-        .scalar_subquery()
-    )
-    next_batch = (
-        select(func.coalesce(func.max(own.c.batch) + 1, 0))
         .where(own.c.campaign_id == campaign_id)
         .scalar_subquery()
     )
@@ -92,7 +87,9 @@ def _fill_chunk() -> Insert:
     )
     position = func.row_number().over(order_by=chunk.c.id) - 1
     # Integer division on both databases (SQLAlchemy's // would add a FLOOR SQLite lacks).
-    batch = next_batch + position.self_group().op("/")(bindparam("batch_size", type_=Integer))
+    batch = bindparam("next_batch", type_=Integer) + position.self_group().op("/")(
+        bindparam("batch_size", type_=Integer)
+    )
     return insert(_deliveries).from_select(
         ["campaign_id", "subscriber_id", "batch", "status", "attempts", "provider_id", "error"],
         select(
@@ -112,11 +109,13 @@ _FILL_CHUNK = _fill_chunk()
 
 def add_chunk(session: Session, campaign: Campaign, size: int) -> int:
     """Queue up to ``size`` more readers of ``campaign``'s audience, ``campaign.batch_size``
-    to a batch; returns how many it queued. Call it with the campaign row locked."""
+    to a batch, numbered after its ``batches``; returns how many it queued. Call it with the
+    campaign row locked."""
     params = {
         "campaign_id": campaign.id,
         "slug": campaign.slug,
         "batch_size": campaign.batch_size,
+        "next_batch": campaign.batches,
         "chunk": size,
     }
     # Session.execute's stubs say Result, but an INSERT's is a CursorResult, with a rowcount

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from mailer.config import Settings
 from mailer.content.post import load_post
@@ -16,9 +16,9 @@ from mailer.content.render import Renderer
 from mailer.runtime import Runtime
 from mailer.sending.batch import send_batch
 from mailer.sending.dispatch import FIRST_CHUNK_BATCHES, create_campaign, progress, start
-from mailer.store.ledger import Campaign, CampaignState
+from mailer.store.ledger import Campaign, CampaignState, Delivery
 from subscribers import store
-from subscribers.models import Status
+from subscribers.models import Status, Subscriber
 
 BATCH = 2
 READERS = 4 * FIRST_CHUNK_BATCHES * BATCH + 1  # chunks of 4, 4 and 8 batches, and one of 1
@@ -116,3 +116,40 @@ def test_two_last_batches_recording_at_once_end_the_campaign(rt: Runtime, tmp_pa
         event.remove(rt.engine, "after_cursor_execute", hold)
     state = progress(rt, campaign_id)
     assert (state.status, state.sent) == (CampaignState.SENT, READERS)
+
+
+def test_a_chunk_after_readers_of_the_last_batch_were_erased_takes_new_batches(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """Batch numbers come from the campaign, not from the ledger's highest batch: with the
+    first chunk's last batch erased (GDPR) before the next chunk, the next chunk's readers
+    must not join that batch, handed over already (its task may be done)."""
+
+    class ErasingQueue(HeldQueue):
+        def enqueue(self, campaign_id: int, batches: Iterable[int]) -> None:
+            super().enqueue(campaign_id, batches)
+            if len(self.handed) == 1:
+                last = self.handed[0][-1]
+                with rt.sessions.begin() as session:
+                    for row in ledger_rows(rt, campaign_id):
+                        if row.batch == last:
+                            subscriber = session.get(Subscriber, row.subscriber_id)
+                            assert subscriber is not None
+                            assert store.erase(session, subscriber.email)
+
+    post = tmp_path / "post.md"
+    post.write_text("---\ntitle: Chunks\n---\nA paragraph.\n", "utf-8")
+    campaign, _ = create_campaign(rt, Renderer(rt.settings).render(load_post(post)), post)
+    queue = ErasingQueue()
+    assert start(rt, campaign.id, queue)
+    first = set(queue.handed[0])
+    in_first = [row for row in ledger_rows(rt, campaign.id) if row.batch in first]
+    assert len(in_first) == (FIRST_CHUNK_BATCHES - 1) * BATCH  # the erased batch stays empty
+    handed = [batch for chunk in queue.handed for batch in chunk]
+    assert len(handed) == len(set(handed))
+    assert {row.batch for row in ledger_rows(rt, campaign.id)} <= set(handed)
+
+
+def ledger_rows(rt: Runtime, campaign_id: int) -> list[Delivery]:
+    with rt.sessions() as session:
+        return list(session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id)))

@@ -27,7 +27,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    text,
     true,
     update,
 )
@@ -311,22 +310,16 @@ def _has_rows(session: Session, campaign_id: int, *states: DeliveryState) -> boo
     return bool(session.scalar(select(found)))
 
 
-# The campaign's ledger as the fill left it: how many readers, and the next batch number.
-_LEDGER_SIZE = text(
-    "SELECT COUNT(*), COALESCE(MAX(batch) + 1, 0) FROM deliveries WHERE campaign_id = :campaign_id"
-)
-
-
 def record_fill(session: Session, campaign: Campaign, added: int, asked: int) -> range:
-    """Note a chunk of the audience just queued (``added`` rows of the ``asked`` for):
-    the campaign's counts, from the ledger itself; the ledger complete once a chunk comes
-    back short; each new batch handed over now. Returns the new batches. The caller hands
-    them to the queue once this commits; if it never does (it crashed in between), the
-    sweep finds the batches lost."""
+    """Note a chunk of the audience just queued (``added`` rows of the ``asked`` for, numbered
+    from ``campaign.batches`` on): the campaign's counts, kept as it goes (counted from the
+    ledger, each chunk would read the whole campaign again); the ledger complete once a
+    chunk comes back short; each new batch handed over now. Returns the new batches. The
+    caller hands them to the queue once this commits; if it never does (it crashed in
+    between), the sweep finds the batches lost."""
     first_batch = campaign.batches
-    campaign.recipients, campaign.batches = session.execute(
-        _LEDGER_SIZE, {"campaign_id": campaign.id}
-    ).one()
+    campaign.recipients += added
+    campaign.batches += -(-added // campaign.batch_size)  # the last batch may be short
     campaign.filled = added < asked
     batches = range(first_batch, campaign.batches)
     if batches:
