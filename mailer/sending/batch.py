@@ -458,14 +458,17 @@ def _count_error(rt: Runtime, campaign_id: int, error: str) -> None:
                 telemetry.paused(campaign_id, f"{errors} permanent provider errors: {error}")
 
 
-# A row still to send in a batch after ``batch``: read from the start of that batch in the
-# index of open rows, never across the rows of the batches done (dead entries, until a
-# vacuum, which finish_if_done's question would step over, more of them with every batch).
-# The states are written into the statement, as the partial index's condition is, so the
+# The first row still to send in a batch after ``batch``: read from the start of that batch
+# in the index of open rows, never across the rows of the batches done (dead entries, until
+# a vacuum, which finish_if_done's question would step over, more of them with every batch).
+# Not an EXISTS, which the planner may answer with a Seq Scan it prices as meeting an open
+# row in its first pages, and which reads the whole ledger when they are elsewhere. The
+# states are written into the statement, as the partial index's condition is, so the
 # planner can match the two whatever the parameters.
 _OPEN_AFTER = text(
-    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE campaign_id = :campaign_id AND batch > :batch"
-    f" AND status IN ('{DeliveryState.QUEUED.value}', '{DeliveryState.SENDING.value}'))"
+    "SELECT batch FROM deliveries WHERE campaign_id = :campaign_id AND batch > :batch"
+    f" AND status IN ('{DeliveryState.QUEUED.value}', '{DeliveryState.SENDING.value}')"
+    " ORDER BY batch LIMIT 1"
 )
 
 
@@ -475,5 +478,5 @@ def _finish(rt: Runtime, campaign_id: int, batch: int, *, outcomes_recorded: boo
     with rt.sessions.begin() as session:
         if outcomes_recorded:
             brake.check(session, rt.settings, campaign_id)
-        if not session.scalar(_OPEN_AFTER, {"campaign_id": campaign_id, "batch": batch}):
+        if session.scalar(_OPEN_AFTER, {"campaign_id": campaign_id, "batch": batch}) is None:
             finish_if_done(session, campaign_id)
