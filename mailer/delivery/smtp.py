@@ -11,6 +11,10 @@ hard bounce. What it answers about us (421 "closing", our sender refused) ends t
 what went out is recorded, the rest go back to the queue. Losing the connection
 mid-message makes that message ``unknown``.
 
+Where the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out together and
+their answers are read in turn, each as it would be one by one: one round trip less than
+three for each message, and fewer wake-ups of the server.
+
 A batch goes out over up to ``MAILER_SMTP_CONNECTIONS`` connections at once (one thread
 each: the time goes into waiting for the server's answers), kept open for the next batch
 of this process. A kept connection the server has closed since (idle too long, or after
@@ -52,28 +56,32 @@ class _Connection:
         self.sent = 0
         # Opened for the message at hand: if the server closes it at once, it means it.
         self.fresh = True
+        self.pipelining = smtp.has_extn("pipelining")
 
     def transaction(self, mail_from: str, rcpt: str, message: bytes) -> None:
         """MAIL, RCPT, DATA for one reader; ``_Closed`` while nothing of the message has gone
         out, smtplib's exceptions for an answer, ``OSError`` and ``SMTPServerDisconnected``
         once it may have."""
         smtp = self.smtp
+        commands = [f"MAIL FROM:{_quoted(mail_from)}", f"RCPT TO:{_quoted(rcpt)}", "DATA"]
         try:
-            code, reply = smtp.mail(mail_from)
+            if self.pipelining:
+                smtp.send("".join(f"{command}\r\n" for command in commands))
+            code, reply = self._answer(commands[0])
             if code == 421:
                 raise _Closed(_reason(code, reply))
             if code != 250:
-                self._reset()
+                self._reset(commands[1:])
                 raise smtplib.SMTPSenderRefused(code, reply, mail_from)
-            code, reply = smtp.rcpt(rcpt)
+            code, reply = self._answer(commands[1])
             if code not in (250, 251):
-                self._reset()
+                self._reset(commands[2:])
                 raise smtplib.SMTPRecipientsRefused({rcpt: (code, reply)})
-            code, reply = smtp.docmd("data")
+            code, reply = self._answer(commands[2])
         except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
             raise _Closed(str(exc)) from exc
         if code != 354:
-            self._reset()
+            self._reset([])
             raise smtplib.SMTPDataError(code, reply)
         # From here on the message may reach the server: a lost connection is "unknown".
         smtp.send(_stuffed(message) + b".\r\n")  # the message ends with CRLF
@@ -82,9 +90,23 @@ class _Connection:
             raise smtplib.SMTPDataError(code, reply)
         self.sent += 1
 
-    def _reset(self) -> None:
+    def _answer(self, command: str) -> tuple[int, bytes]:
+        """The answer to ``command``, sent now unless it went out pipelined."""
+        if not self.pipelining:
+            self.smtp.putcmd(command)
+        return self.smtp.getreply()
+
+    def _reset(self, unread: list[str]) -> None:
+        """End a refused transaction: read the answers still due to pipelined commands, then
+        RSET. A server that took DATA all the same (354) is left: it waits for a message."""
         with contextlib.suppress(smtplib.SMTPException, OSError):
-            self.smtp.rset()  # if this fails, the next transaction finds the connection closed
+            code = 0
+            for _ in unread if self.pipelining else ():
+                code, _reply = self.smtp.getreply()
+            if code == 354:
+                self.smtp.close()
+            else:  # if this fails, the next transaction finds the connection closed
+                self.smtp.rset()
 
     def close(self) -> None:
         try:
@@ -99,15 +121,35 @@ def _drop(idle: list[_Connection]) -> None:
         idle.pop().smtp.close()
 
 
+# An address that smtplib's quoteaddr gives back as it is, in angle brackets: a dot-atom
+# local part and a domain of plain labels.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _quoted(address: str) -> str:
+    """``<address>`` as smtplib's ``mail()`` and ``rcpt()`` write it, without parsing a
+    plain address again (``email.utils.parseaddr`` took a tenth of a worker's CPU); a line
+    break is refused as their ``putcmd`` refuses it."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    quoted = smtplib.quoteaddr(address)
+    if "\r" in quoted or "\n" in quoted:
+        raise ValueError(f"an address with a line break: {quoted!r}")
+    return quoted
+
+
 # A line that starts with a dot gets one more (RFC 5321 4.5.2), as smtplib's data() does.
 _DOT = re.compile(rb"(?m)^\.")
+_NEWLINE_DOT = re.compile(rb"\n\.")
 
 
 def _stuffed(message: bytes) -> bytes:
     """``message`` dot-stuffed. Most have no line that starts with a dot, and looking for one
     costs a few times less than the regular expression's pass over every line (which took
-    a tenth of a worker's time per message of the sample post)."""
-    if message.startswith(b".") or b"\n." in message:
+    a tenth of a worker's time per message of the sample post); ``re`` finds one in a third
+    of the time ``b"\\n." in message`` takes (15 µs against 45 for the sample post)."""
+    if message.startswith(b".") or _NEWLINE_DOT.search(message):
         return _DOT.sub(b"..", message)
     return message
 
