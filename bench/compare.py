@@ -1,7 +1,7 @@
 """Each of issue 16's pairs, the mailer against its peer, measured side by side in one run.
 
-    .venv/bin/python bench/compare.py [--runs 3] [--only smtp,smtp-latency,import,pixel,
-        click,preview,sendgrid] [--smtp-size 5000] [--smtp-batch-size 500]
+    .venv/bin/python bench/compare.py [--runs 3] [--only smtp,smtp-postfix,smtp-latency,
+        import,pixel,click,preview,sendgrid] [--smtp-size 5000] [--smtp-batch-size 500]
         [--smtp-latency-size 1000] [--import-rows 1000000] [--sendgrid-size 100000]
         [--post POST]
 
@@ -15,6 +15,10 @@ The pairs and issue 16's targets (each benchmark's own module says how it runs):
 
 * ``smtp``: raw smtplib over one connection vs the mailer inline and with 1 and 2 workers,
   into one aiosmtpd sink on this machine (at least 0.8 of raw; ``bench/smtp.py``).
+* ``smtp-postfix``: the same into Postfix's ``smtp-sink``, a C sink that costs the shared
+  cores a fraction of aiosmtpd's CPU per message, so the senders, not the sink, set the
+  pace (fetched with ``apt-get download postfix`` on first use; ``--smtp-size`` and
+  ``--smtp-batch-size`` as for ``smtp``).
 * ``smtp-latency``: the same against a sink that answers 5 ms late, as a relay across a
   network: how the mailer scales in workers and connections when the server is not the
   bottleneck (2 workers at least 1.7 × one).
@@ -89,6 +93,13 @@ def smtp(args: argparse.Namespace) -> Pair:
     return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size)
 
 
+def smtp_postfix(args: argparse.Namespace) -> Pair:
+    """The same into Postfix's smtp-sink instead of aiosmtpd (bench/smtp.py)."""
+    from bench.smtp import smtp_pair
+
+    return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size, sink="postfix")
+
+
 def smtp_latency(args: argparse.Namespace) -> Pair:
     """The same against a sink that answers 5 ms late, as a relay across a network does:
     raw smtplib over 1 connection vs the mailer with 1 worker of 1, 2 and 4 connections, 2
@@ -141,6 +152,7 @@ def sendgrid_naive(args: argparse.Namespace) -> Pair:
 PAIRS: dict[str, tuple[str, Callable[[argparse.Namespace], Pair | None], int, str]] = {
     # name: (title, the pair, size, unit)
     "smtp": ("SMTP to a local aiosmtpd sink", smtp, 5000, "msg"),
+    "smtp-postfix": ("SMTP to Postfix's smtp-sink", smtp_postfix, 5000, "msg"),
     "smtp-latency": ("SMTP to a sink 5 ms away", smtp_latency, 1000, "msg"),
     "import": ("import vs \\copy", import_copy, 1_000_000, "rows"),
     "pixel": ("open pixel vs bare Starlette", pixel_starlette, 20_000, "req"),
@@ -170,6 +182,7 @@ def main() -> int:
             continue
         size = {
             "smtp": args.smtp_size,
+            "smtp-postfix": args.smtp_size,
             "smtp-latency": args.smtp_latency_size,
             "import": args.import_rows,
             "sendgrid": args.sendgrid_size,

@@ -1,7 +1,8 @@
-"""The SMTP path against a raw smtplib loop: the same bytes, the same local aiosmtpd sink.
+"""The SMTP path against a raw smtplib loop: the same bytes, the same local sink.
 
     .venv/bin/python bench/smtp.py [--size 5000] [--runs 3] [--modes inline,1,2]
-        [--batch-size 1000] [--sink-latency-ms 0] [--sink-processes 1]
+        [--batch-size 1000] [--sink aiosmtpd|postfix] [--sink-latency-ms 0]
+        [--sink-processes 1] [--base /path/to/another/checkout]
 
 Each run, interleaved (the order rotates from run to run, so drift in the machine's load
 falls on every mode alike): the raw loop (one ``smtplib`` connection, ``sendmail`` of one
@@ -11,7 +12,10 @@ PostgreSQL database, inline (``InlineQueue`` in this process) and through real C
 workers (``--concurrency=K`` on a Redis database of this run's own). The mailer's time runs
 from ``start()`` to the campaign's ``finished_at``. The sink, a process of its own, counts
 what each recipient got, and every run checks each reader got exactly one message. The
-sink's and the sender's CPU seconds go to stderr.
+CPU seconds of the sink, of the sender (this process for the raw loop and inline, the
+Celery worker's processes otherwise), of PostgreSQL (the backends of this run's database,
+and all its processes) and of the whole machine (its cores' busy time, whoever ran: on a
+shared machine, what other work took) go to stderr, read from /proc.
 
 Two regimes, to be reported apart:
 
@@ -26,6 +30,18 @@ Two regimes, to be reported apart:
 
 ``--sink-processes N`` runs N sinks on one port (SO_REUSEPORT), to spread the sink's CPU.
 
+``--sink postfix`` (CPU-bound only) swaps the aiosmtpd sink for Postfix's ``smtp-sink``, a
+small C server that costs a fraction of aiosmtpd's CPU per message, so that on this
+machine's 2 cores the senders, not the sink, set the pace. It is not installed: the
+first run fetches Debian's ``postfix`` package with ``apt-get download`` into
+``~/.cache/mailer-bench`` (``$XDG_CACHE_HOME``) and unpacks it with ``dpkg -x``; no MTA
+is set up. It runs as ``nobody`` when started by root (it refuses root) and appends each
+message it takes, with its envelope, to a dump file in /dev/shm, from which the
+recipients are counted.
+
+``--base PATH`` runs each worker mode a second time ("base K") with the Celery worker on
+that checkout's code (before and after a change, interleaved in one run).
+
 ``bench/compare.py`` imports ``smtp_pair`` (CPU-bound) and may import ``smtp_latency_pair``
 from here; run alone, this prints the same table.
 """
@@ -34,8 +50,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
+import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -119,11 +138,9 @@ class Sink:
     sender's), answering ``latency_ms`` late (0: at once)."""
 
     def __init__(self, folder: Path, name: str, latency_ms: float = 0, processes: int = 1) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.outs = [folder / f"{name}-{i}.json" for i in range(processes)]
-        command = [sys.executable, SCRIPT, "--sink", str(self.port)]
+        command = [sys.executable, SCRIPT, "--sink-port", str(self.port)]
         command += ["--sink-latency-ms", str(latency_ms), "--out"]
         self.processes = [
             subprocess.Popen([*command, str(out)], stdin=subprocess.DEVNULL) for out in self.outs
@@ -152,6 +169,86 @@ class Sink:
             counts.update(result["counts"])
             cpu += result["cpu"]
         print(f"    the sink used {cpu:.2f} s of CPU", file=sys.stderr)
+        return counts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+POSTFIX = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mailer-bench"
+DUMP_MARK = "=== smtp-sink transaction ==="  # starts each message in the dump (its -S)
+# The header lines smtp-sink writes before a message's own: X-Mail-Args, X-Rcpt-Args...
+_DUMPED = re.compile(rb"^" + re.escape(DUMP_MARK.encode()) + rb"\n((?:X-[A-Za-z-]+: .*\n)+)", re.M)
+
+
+def postfix_sink_binary() -> Path:
+    """Postfix's ``smtp-sink``, unpacked (not installed: no MTA) from Debian's package in the
+    cache folder, which the first call fills with ``apt-get download`` and ``dpkg -x``."""
+    binary = POSTFIX / "postfix" / "usr" / "sbin" / "smtp-sink"
+    if not binary.exists():
+        POSTFIX.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", "postfix"], cwd=POSTFIX, check=True)
+        deb = max(POSTFIX.glob("postfix_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(POSTFIX / "postfix")], check=True)
+    return binary
+
+
+class PostfixSink:
+    """Postfix's ``smtp-sink`` on a loopback port: one event-driven C process. It appends
+    each message it takes (``-D``: after the transaction, whole, so connections do not
+    interleave) to a dump file in /dev/shm, headed by the envelope's recipients."""
+
+    def __init__(self) -> None:
+        binary = postfix_sink_binary()
+        self.port = free_port()
+        shm = Path("/dev/shm")
+        self.dumps = Path(
+            tempfile.mkdtemp(prefix="mailer-bench-sink-", dir=shm if shm.is_dir() else None)
+        )
+        command = [str(binary), "-D", str(self.dumps / "dump"), "-S", DUMP_MARK + "\\n"]
+        if os.geteuid() == 0:  # it will not serve as root
+            os.chown(self.dumps, pwd.getpwnam("nobody").pw_uid, -1)
+            command += ["-u", "nobody"]
+        libraries = binary.parents[1] / "lib" / "postfix"  # usr/lib/postfix
+        self.process = subprocess.Popen(
+            [*command, f"127.0.0.1:{self.port}", "256"],
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "LD_LIBRARY_PATH": str(libraries)},
+        )
+        deadline = time.monotonic() + 30
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                smtplib.SMTP("127.0.0.1", self.port, timeout=5).quit()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.dumps, ignore_errors=True)
+        raise RuntimeError("smtp-sink did not start")
+
+    def stop(self) -> Counter[str]:
+        """What each recipient got, from the dump; the sink's CPU seconds go to stderr."""
+        from bench.send import proc_stat
+
+        stat = proc_stat(self.process.pid)
+        self.process.terminate()
+        self.process.wait(30)
+        counts: Counter[str] = Counter()
+        try:
+            dump = self.dumps / "dump"
+            for headers in _DUMPED.findall(dump.read_bytes() if dump.exists() else b""):
+                for line in headers.splitlines():
+                    if line.startswith(b"X-Rcpt-Args: "):
+                        counts[line.split()[1].strip(b"<>").decode()] += 1
+        finally:
+            shutil.rmtree(self.dumps, ignore_errors=True)
+        print(
+            f"    the sink used {stat[2] if stat else float('nan'):.2f} s of CPU", file=sys.stderr
+        )
         return counts
 
 
@@ -189,6 +286,7 @@ def raw_loop(folder: Path, size: int, message: bytes, shape: SinkShape, connecti
                 smtp.sendmail(SENDER, [f"reader{i}@bench.example.org"], message)
 
     try:
+        cpu_before, machine_before = time.process_time(), machine_cpu()
         started = time.perf_counter()
         threads = [threading.Thread(target=loop, args=(i,)) for i in range(connections)]
         for thread in threads:
@@ -196,6 +294,9 @@ def raw_loop(folder: Path, size: int, message: bytes, shape: SinkShape, connecti
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
+        cpu, machine = time.process_time() - cpu_before, machine_cpu() - machine_before
+        print(f"    the sender used {cpu:.2f} s of CPU; the machine {machine:.2f} s",
+              file=sys.stderr)  # fmt: skip
     finally:
         counts = sink.stop()
     exactly_once(counts, size)
@@ -226,9 +327,11 @@ def mailer_run(
     admin_url: str,
     batch_size: int,
     shape: SinkShape,
+    root: Path = ROOT,
 ) -> float:
     """Seconds from ``start()`` to ``finished_at``: inline with ``mode.workers`` 0, else
-    through a Celery worker of that concurrency; the sender's CPU seconds go to stderr."""
+    through a Celery worker of that concurrency running ``root``'s code; the sender's CPU
+    seconds go to stderr."""
     import datetime as dt
 
     from bench import send as sb  # its PostgreSQL seeding and Celery worker helpers
@@ -254,12 +357,13 @@ def mailer_run(
         if workers:
             sb.flush_broker()
             log = folder / f"{name}.log"
-            worker = sb.start_worker(folder, settings, workers, log)
+            worker = sb.start_worker(folder, settings, workers, log, root)
             sb.wait_ready(worker, workers, log)
         edition = rt.renderer.render(load_post(SAMPLE_POST))
         campaign, _ = create_campaign(rt, edition, SAMPLE_POST)
         queue = CeleryQueue(sb.broker()) if workers else InlineQueue(rt)
         cpu_before = _sender_cpu(worker)
+        postgres_before, machine_before = _postgres_cpu(name), machine_cpu()
         began = dt.datetime.now(dt.UTC)
         try:
             assert start(rt, campaign.id, queue)
@@ -269,7 +373,11 @@ def mailer_run(
         finished_at = sb.wait_sent(rt.engine, campaign.id, 600)
         seconds = (finished_at - began).total_seconds()
         cpu = _sender_cpu(worker) - cpu_before
-        print(f"    the sender used {cpu:.2f} s of CPU", file=sys.stderr)
+        ours, every = (b - a for a, b in zip(postgres_before, _postgres_cpu(name), strict=True))
+        machine = machine_cpu() - machine_before
+        print(f"    the sender used {cpu:.2f} s of CPU, PostgreSQL {ours:.2f} s for this run's "
+              f"database ({every:.2f} s in all); the machine {machine:.2f} s",
+              file=sys.stderr)  # fmt: skip
     finally:
         if worker is not None:
             stop_group(worker)
@@ -295,15 +403,48 @@ def _sender_cpu(worker: subprocess.Popen | None) -> float:
     )
 
 
+def machine_cpu() -> float:
+    """CPU seconds the machine's cores have been busy, whoever ran (/proc/stat): what is
+    left of them is what the run could have had."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split(maxsplit=9)[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu(database: str) -> tuple[float, float]:
+    """CPU seconds so far of the backends serving ``database`` (their title names it) and
+    of all PostgreSQL's processes (a backend that ended counts in the postmaster's figure,
+    as a reaped child's time): other users of the server show in the difference."""
+    from bench import send as sb
+
+    ours = every = 0.0
+    for pid, (comm, _, seconds) in sb.all_processes().items():
+        if comm.startswith("postgres"):
+            every += seconds
+            with contextlib.suppress(OSError):
+                if f" {database} ".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    ours += seconds
+    return ours, every
+
+
 @dataclass(frozen=True)
 class SinkShape:
-    """How the sink answers: ``latency_ms`` late to each command that carries the message
-    (a server across a network), from ``processes`` processes sharing its port."""
+    """Which sink (``aiosmtpd`` or ``postfix``: Postfix's smtp-sink) and how it answers:
+    ``latency_ms`` late to each command that carries the message (a server across a
+    network), from ``processes`` processes sharing its port (aiosmtpd's only)."""
 
     latency_ms: float = 0.0
     processes: int = 1
+    kind: str = "aiosmtpd"
 
-    def start(self, folder: Path, name: str) -> Sink:
+    def __post_init__(self) -> None:
+        if self.kind == "postfix" and (self.latency_ms or self.processes != 1):
+            raise ValueError("smtp-sink answers at once, from one process")
+
+    def start(self, folder: Path, name: str) -> Sink | PostfixSink:
+        if self.kind == "postfix":
+            return PostfixSink()
         return Sink(folder, name, self.latency_ms, self.processes)
 
 
@@ -338,30 +479,37 @@ class Mode:
 
 
 def pair(
-    size: int, modes: list[str], batch_size: int, shape: SinkShape
+    size: int, modes: list[str], batch_size: int, shape: SinkShape, base: Path | None = None
 ) -> tuple[Timed, dict[str, Timed]]:
     """The raw loop over one connection (the peer) and each mode, as functions returning
-    seconds for ``size`` messages (``bench/compare.py`` interleaves them)."""
+    seconds for ``size`` messages (``bench/compare.py`` interleaves them); with ``base``,
+    each worker mode again with the worker running that checkout's code ("base K")."""
     folder = Path(tempfile.mkdtemp(prefix="mailer-bench-smtp-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     admin_url = POSTGRES_ADMIN_URL
     message = sample_message()
 
-    def timed(mode: Mode) -> Timed:
+    def timed(mode: Mode, root: Path = ROOT) -> Timed:
         if mode.raw:
             return lambda: raw_loop(folder, size, message, shape, mode.connections)
-        return lambda: mailer_run(folder, size, mode, admin_url, batch_size, shape)
+        return lambda: mailer_run(folder, size, mode, admin_url, batch_size, shape, root)
 
-    sides = {mode.label: timed(mode) for mode in map(Mode.parse, modes)}
+    sides: dict[str, Timed] = {}
+    for mode in map(Mode.parse, modes):
+        sides[mode.label] = timed(mode)
+        if base is not None and mode.workers:
+            sides[f"base {mode.label}"] = timed(mode, base)
     return timed(Mode(raw=True, connections=1)), sides
 
 
 def smtp_pair(
-    size: int, modes: list[int], batch_size: int = 1000
+    size: int, modes: list[int], batch_size: int = 1000, sink: str = "aiosmtpd"
 ) -> tuple[Timed, dict[str, Timed]]:
     """The CPU-bound pair: the sink answers at once, so it and the senders share the
-    machine's cores. ``modes``: worker counts, 0 for inline."""
-    return pair(size, ["inline" if k == 0 else str(k) for k in modes], batch_size, SinkShape())
+    machine's cores. ``modes``: worker counts, 0 for inline; ``sink``: ``aiosmtpd`` or
+    ``postfix`` (Postfix's smtp-sink, which costs the machine far less per message)."""
+    names = ["inline" if k == 0 else str(k) for k in modes]
+    return pair(size, names, batch_size, SinkShape(kind=sink))
 
 
 def smtp_latency_pair(
@@ -396,18 +544,30 @@ def main() -> int:
         help="every line the sink answers goes out this late (a server across a network)",
     )
     parser.add_argument("--sink-processes", type=int, default=1, help="sink processes, one port")
-    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sink",
+        choices=["aiosmtpd", "postfix"],
+        default="aiosmtpd",
+        help="postfix: Postfix's smtp-sink, fetched with apt-get download (CPU-bound only)",
+    )
+    parser.add_argument(
+        "--base", type=Path, help="also run each worker mode with this checkout's worker code"
+    )
+    parser.add_argument("--sink-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sink:
-        sink_child(args.sink, args.out, args.sink_latency_ms)
+    if args.sink_port:
+        sink_child(args.sink_port, args.out, args.sink_latency_ms)
         return 0
     from bench.compare import print_pairs, run_pairs
 
-    shape = SinkShape(args.sink_latency_ms, args.sink_processes)
-    raw, mailer = pair(args.size, args.modes.split(","), args.batch_size, shape)
+    shape = SinkShape(args.sink_latency_ms, args.sink_processes, args.sink)
+    raw, mailer = pair(args.size, args.modes.split(","), args.batch_size, shape, args.base)
     bound = f"latency-bound, {shape.latency_ms:g} ms" if shape.latency_ms else "CPU-bound"
-    title = f"SMTP ({bound}, sink of {shape.processes} process{'es' * (shape.processes > 1)})"
+    sink = f"aiosmtpd sink of {shape.processes} process{'es' * (shape.processes > 1)}"
+    if shape.kind == "postfix":
+        sink = "Postfix's smtp-sink"
+    title = f"SMTP ({bound}, {sink})"
     figures = run_pairs(raw, mailer, args.runs)
     print_pairs(title, args.size, "msg", figures)
     first, *others = figures[1:]  # how each side scales against the first mode given
