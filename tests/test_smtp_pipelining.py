@@ -146,3 +146,33 @@ def test_a_server_closing_at_a_rcpt_ends_the_batch_with_its_reason() -> None:
     ]
     assert script.accepted == [r[0]]
     assert together(r[1]) in script.reads
+
+
+class TakesDataAfterRefusal(Script):
+    """A server that answers DATA with 354 even after refusing the only RCPT."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        answer = await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+        if not answer.startswith("250"):
+            envelope.rcpt_tos.append(address)  # so that its DATA answers 354
+        return answer
+
+
+def test_a_server_taking_data_after_a_refused_rcpt_is_left_not_taken_for_a_limit() -> None:
+    """The connection we close after its 354 is not the server's limit of messages on one
+    connection: later connections are not renewed after as many."""
+    script = TakesDataAfterRefusal(pipelining=True)
+    r = readers(4)
+    script.rcpt = {r[2]: "550 5.1.1 user unknown"}
+    envelopes = tuple(Envelope(a, "", f"1-{i}", f"https://u.example/{i}") for i, a in enumerate(r))
+    batch = Batch("Weekly", "<p>hi</p>", "hi", Sender(SENDER, "News"), envelopes)
+    with server(script) as port:
+        smtp = SmtpBackend("127.0.0.1", port, "none", connections=1)
+        try:
+            outcomes = smtp.send(batch)
+        finally:
+            smtp.close()
+
+    assert [o.status for o in outcomes] == ["sent", "sent", "failed", "sent"]
+    assert script.accepted == [r[0], r[1], r[3]]
+    assert smtp.per_connection == 0

@@ -105,6 +105,7 @@ class _Connection:
                 code, _reply = self.smtp.getreply()
             if code == 354:
                 self.smtp.close()
+                self.sent = 0  # closed by us: not the server's limit of messages to learn
             else:  # if this fails, the next transaction finds the connection closed
                 self.smtp.rset()
 
