@@ -19,6 +19,7 @@ the app answers one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 import threading
@@ -179,9 +180,11 @@ class TrackingRoutes:
                 await self._click(scope, receive, send, match["token"], match["link"])
                 return True
         except Exception:
-            # Each route sends its answer last, so none has started: a 500 as the app's, and
-            # the error raised again for the server to log (as ServerErrorMiddleware does).
-            await _ERROR(scope, receive, send)
+            # Each route sends its answer last, so none has started unless sending it failed:
+            # a 500 as the app's (that failing too is left unsaid), and the error raised again
+            # for the server to log (as ServerErrorMiddleware does).
+            with contextlib.suppress(Exception):
+                await _ERROR(scope, receive, send)
             raise
         return False
 
