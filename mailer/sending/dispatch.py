@@ -271,8 +271,9 @@ def start(rt: Runtime, campaign_id: int, queue: Queue, at: dt.datetime | None = 
 def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
     """Queue the rest of a sending campaign's audience, a chunk per transaction.
 
-    Safe to call again, or from two places at once: each chunk continues from the ledger
-    under the campaign's row lock. A paused or cancelled campaign stops filling; resume
+    Safe to call again, or from two places at once: each chunk continues from the campaign's
+    counts under its row lock (on SQLite, which takes no row lock, the second of two
+    fillers at once fails on the handovers' key and writes nothing). A paused or cancelled campaign stops filling; resume
     and the sweep call this again.
     """
     while True:
