@@ -273,8 +273,8 @@ def fill(rt: Runtime, campaign_id: int, queue: Queue) -> None:
 
     Safe to call again, or from two places at once: each chunk continues from the campaign's
     counts under its row lock (on SQLite, which takes no row lock, the second of two
-    fillers at once fails on the handovers' key and writes nothing). A paused or cancelled campaign stops filling; resume
-    and the sweep call this again.
+    fillers at once fails on the handovers' key and writes nothing). A paused or cancelled
+    campaign stops filling; resume and the sweep call this again.
     """
     while True:
         with rt.sessions.begin() as session:
