@@ -146,7 +146,7 @@ def _send(rt: Runtime, campaign_id: int, batch: int) -> BatchResult:
             waiting = session.scalar(
                 select(func.count())
                 .select_from(Delivery)
-                .where(_in_batch(campaign_id, batch), Delivery.status == DeliveryState.QUEUED)
+                .where(_in_batch(campaign_id, batch), Delivery.status == _QUEUED)
             )
         rt.send_rate.take(waiting or 0)  # before the claim, so claimed rows go out at once
 
@@ -213,7 +213,7 @@ def _in_batch(campaign_id: int, batch: int) -> ColumnElement[bool]:
     return (Delivery.campaign_id == campaign_id) & (Delivery.batch == batch)
 
 
-# Written into the statement, as the partial indexes' condition is: once the driver has
+# Written into the statements, as the partial indexes' condition is: once the driver has
 # prepared the claim, PostgreSQL may plan it for any parameters, and with the state a
 # parameter no partial index matches; the claim then read every row of the campaign (at
 # 1M readers, most of PostgreSQL's time).
