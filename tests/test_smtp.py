@@ -58,11 +58,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def smtp_sink(handler: object) -> Iterator[int]:
+def smtp_sink(handler: object, controller_class: type[Controller] = Controller) -> Iterator[int]:
     """aiosmtpd on a free loopback port, handing each session to ``handler``; yields the
     port, and stops the server however the block ends."""
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = controller_class(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         yield port

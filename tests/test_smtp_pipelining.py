@@ -5,8 +5,7 @@ not offer it, they go one at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
@@ -14,7 +13,7 @@ from aiosmtpd.smtp import SMTP
 from mailer.delivery import Outcome
 from mailer.delivery.message import Batch, Envelope, Sender
 from mailer.delivery.smtp import SmtpBackend
-from tests.test_smtp import free_port
+from tests.test_smtp import smtp_sink
 
 SENDER = "news@example.com"
 
@@ -68,15 +67,8 @@ class _Controller(Controller):
         return _Recording(self.handler, **self.SMTP_kwargs)
 
 
-@contextmanager
-def server(script: Script) -> Iterator[int]:
-    port = free_port()
-    controller = _Controller(script, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
+def server(script: Script) -> AbstractContextManager[int]:
+    return smtp_sink(script, _Controller)
 
 
 def readers(count: int) -> list[str]:
