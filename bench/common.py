@@ -15,26 +15,25 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 def create_database(admin_url: str, name: str) -> str:
     """A fresh database ``name`` on ``admin_url``'s server; returns its URL."""
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    _as_admin(admin_url, f'CREATE DATABASE "{name}"')
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, name: str) -> None:
     """Drop ``name`` if it exists, whoever is still connected to it."""
+    _as_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _as_admin(admin_url: str, statement: str) -> None:
+    """Run ``statement`` outside a transaction, as CREATE and DROP DATABASE must be."""
     from sqlalchemy import create_engine, text
 
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(statement))
     finally:
         admin.dispose()
 
