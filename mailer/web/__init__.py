@@ -102,9 +102,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     pages = Pages(runtime.renderer.templates, settings, runtime.publication_lang)
     # No trailing-slash redirects: Starlette builds their Location from the Host header.
     app = WebApp(
-        TrackingRoutes(
-            runtime.signer, events, LinkTables(sessions), pages, runtime.publication_lang
-        ),
+        TrackingRoutes(runtime.signer, events, LinkTables(sessions), pages),
         title=settings.publication_name,
         docs_url=None,
         redoc_url=None,
@@ -117,7 +115,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.events = events
     app.state.after_response = after_response
     app.state.pages = pages
-    app.state.lang = runtime.publication_lang  # the pages'; asked off the loop when stale
     app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
     app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
     app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")

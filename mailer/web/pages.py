@@ -61,6 +61,13 @@ class Pages:
     def message(self, title: str, text: str, status_code: int = 200) -> HTMLResponse:
         return self.render("message", status_code, title=title, text=text)
 
+    async def ask_lang(self) -> None:
+        """Ask the language in a thread when that waits for the database (a stale
+        ``PublicationLang``): a page then built on the event loop reads what it cached,
+        and the loop's other requests do not wait for the query."""
+        if isinstance(self.lang, PublicationLang) and self.lang.stale:
+            await run_in_threadpool(self.lang)
+
     def not_found(self) -> HTMLResponse:
         """The one "not found" page (404), in the language of the pages now."""
         strings = self.strings
@@ -73,8 +80,6 @@ async def not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
         return await http_exception_handler(request, exc)
-    lang: PublicationLang = request.app.state.lang
-    if lang.stale:  # its query in a thread; the page then reads what it cached
-        await run_in_threadpool(lang)
     pages: Pages = request.app.state.pages
+    await pages.ask_lang()
     return pages.not_found()

@@ -36,7 +36,6 @@ from starlette.types import Receive, Scope, Send
 from mailer.clock import utcnow
 from mailer.errors import TokenError
 from mailer.metrics import EVENTS
-from mailer.store.publication_lang import PublicationLang
 from mailer.tokens import Purpose, Signer
 from mailer.tracking.events import Event, EventKind, record
 from mailer.tracking.links import CampaignLink, is_machine_open
@@ -155,18 +154,12 @@ class TrackingRoutes:
     not: the app answers it)."""
 
     def __init__(
-        self,
-        signer: Signer,
-        events: EventBuffer,
-        links: LinkTables,
-        pages: Pages,
-        lang: PublicationLang,
+        self, signer: Signer, events: EventBuffer, links: LinkTables, pages: Pages
     ) -> None:
         self.signer = signer
         self.events = events
         self.links = links
         self.pages = pages
-        self.lang = lang  # the pages' language
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -256,8 +249,7 @@ class TrackingRoutes:
             return None
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.lang.stale:  # its query in a thread; the page then reads what it cached
-            await run_in_threadpool(self.lang)
+        await self.pages.ask_lang()
         strings = self.pages.strings
         page = self.pages.message(strings["link_invalid_title"], strings["link_invalid"], 404)
         for name, value in SECURITY_HEADERS.items():
