@@ -74,30 +74,37 @@ def run_pairs(peer: Timed, mailer: dict[str, Timed], runs: int) -> list[Figure]:
 def print_pairs(title: str, size: int, unit: str, figures: list[Figure]) -> None:
     """One line per side: median seconds, rate, and the ratio to the peer (peer first)."""
     peer = figures[0]
+    width = max(len(figure.name) for figure in figures)
     print(f"\n{title}: {size:,} {unit}, medians of {len(peer.runs)} interleaved runs")
     for figure in figures:
         rate = size / figure.median
         ratio = peer.median / figure.median
         runs = ", ".join(f"{s:.2f}" for s in figure.runs)
-        print(f"  {figure.name:<12} {figure.median:8.2f} s {rate:9,.0f} {unit}/s "
+        print(f"  {figure.name:<{width}} {figure.median:8.2f} s {rate:9,.0f} {unit}/s "
               f"{ratio:6.2f} of peer   ({runs})")  # fmt: skip
 
 
 # The pairs -----------------------------------------------------------------------------
 
 
+# The mailer inline and with 1 and 2 workers, and the raw loop in 2 processes: how far this
+# machine lets even the peer scale, when the sink shares its cores.
+_SMTP_MODES = ["inline", "1", "2", "raw2p"]
+
+
 def smtp(args: argparse.Namespace) -> Pair:
-    """Raw smtplib over one connection vs the mailer inline and with 1 and 2 workers."""
+    """Raw smtplib over one connection vs the mailer inline and with 1 and 2 workers, and vs
+    the raw loop in 2 processes (bench/smtp.py)."""
     from bench.smtp import smtp_pair
 
-    return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size)
+    return smtp_pair(args.smtp_size, _SMTP_MODES, args.smtp_batch_size)
 
 
 def smtp_postfix(args: argparse.Namespace) -> Pair:
     """The same into Postfix's smtp-sink instead of aiosmtpd (bench/smtp.py)."""
     from bench.smtp import smtp_pair
 
-    return smtp_pair(args.smtp_size, [0, 1, 2], args.smtp_batch_size, sink="postfix")
+    return smtp_pair(args.smtp_size, _SMTP_MODES, args.smtp_batch_size, sink="postfix")
 
 
 def smtp_latency(args: argparse.Namespace) -> Pair:

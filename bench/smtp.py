@@ -28,6 +28,9 @@ Two regimes, to be reported apart:
   bottleneck. ``--modes`` then takes ``KxC`` (K worker processes, MAILER_SMTP_CONNECTIONS
   C) and ``rawC`` (the raw loop over C connections, a thread each).
 
+``rawPp`` (either regime) runs the raw loop in P processes, a connection each: how far the
+machine lets even the peer scale with processes, beside the mailer's K workers.
+
 ``--sink-processes N`` runs N sinks on one port (SO_REUSEPORT), to spread the sink's CPU.
 
 ``--sink postfix`` (CPU-bound only) swaps the aiosmtpd sink for Postfix's ``smtp-sink``, a
@@ -65,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,32 +279,67 @@ def sample_message() -> bytes:
     return to_bytes(batch, envelope, Identity.of(settings))
 
 
-def raw_loop(folder: Path, size: int, message: bytes, shape: SinkShape, connections: int) -> float:
-    """Seconds for ``size`` sendmail calls over ``connections`` connections (a thread each,
-    taking every ``connections``-th recipient), with the sink's check."""
+def raw_loop(
+    folder: Path, size: int, message: bytes, shape: SinkShape, connections: int, processes: int
+) -> float:
+    """Seconds for ``size`` sendmail calls over ``connections`` connections, a thread each,
+    or, with ``processes`` above 1, a forked process each (each taking every so many
+    recipients), with the sink's check."""
     sink = shape.start(folder, f"raw-{secrets.token_hex(3)}")
+    streams = max(connections, processes)
 
     def loop(first: int) -> None:
         with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
-            for i in range(first, size, connections):
+            for i in range(first, size, streams):
                 smtp.sendmail(SENDER, [f"reader{i}@bench.example.org"], message)
 
     try:
-        cpu_before, machine_before = time.process_time(), machine_cpu()
+        cpu_before, machine_before = _own_cpu(), machine_cpu()
         started = time.perf_counter()
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(connections)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        if processes > 1:
+            _in_processes(loop, streams)
+        else:
+            threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         seconds = time.perf_counter() - started
-        cpu, machine = time.process_time() - cpu_before, machine_cpu() - machine_before
+        cpu, machine = _own_cpu() - cpu_before, machine_cpu() - machine_before
         print(f"    the sender used {cpu:.2f} s of CPU; the machine {machine:.2f} s",
               file=sys.stderr)  # fmt: skip
     finally:
         counts = sink.stop()
     exactly_once(counts, size)
     return seconds
+
+
+def _in_processes(loop: Callable[[int], None], count: int) -> None:
+    """``loop(i)`` for each i below ``count``, each in a process forked for it. A bare fork,
+    not ``multiprocessing``, whose after-fork hooks (kombu's, once a Celery app is imported
+    here) close the parent's broker connections from the child and may hang there."""
+    children = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                loop(i)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    failed = [pid for pid in children if os.waitpid(pid, 0)[1]]
+    if failed:
+        raise RuntimeError(f"{len(failed)} raw sender processes failed (tracebacks above)")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its children that have ended."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def bench_settings(database_url: str, port: int, **extra: Any) -> Any:
@@ -457,12 +496,15 @@ class Mode:
     workers: int = 0
     connections: int = 0
     raw: bool = False
+    processes: int = 1  # the raw loop's
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        """``inline``, ``K`` (workers), ``KxC`` (workers × connections), ``rawC``."""
+        """``inline``, ``K`` (workers), ``KxC`` (workers × connections), ``rawC``, ``rawPp``."""
         if text == "inline":
             return cls()
+        if text.startswith("raw") and text.endswith("p"):
+            return cls(connections=1, raw=True, processes=int(text[3:-1]))
         if text.startswith("raw"):
             return cls(connections=int(text[3:] or 1), raw=True)
         workers, _, connections = text.partition("x")
@@ -471,6 +513,8 @@ class Mode:
     @property
     def label(self) -> str:
         conns = f" × {self.connections} conn" if self.connections else ""
+        if self.raw and self.processes > 1:
+            return f"raw × {self.processes} processes"
         if self.raw:
             return f"raw{conns}"
         if not self.workers:
@@ -491,7 +535,7 @@ def pair(
 
     def timed(mode: Mode, root: Path = ROOT) -> Timed:
         if mode.raw:
-            return lambda: raw_loop(folder, size, message, shape, mode.connections)
+            return lambda: raw_loop(folder, size, message, shape, mode.connections, mode.processes)
         return lambda: mailer_run(folder, size, mode, admin_url, batch_size, shape, root)
 
     sides: dict[str, Timed] = {}
@@ -503,13 +547,12 @@ def pair(
 
 
 def smtp_pair(
-    size: int, modes: list[int], batch_size: int = 1000, sink: str = "aiosmtpd"
+    size: int, modes: list[str], batch_size: int = 1000, sink: str = "aiosmtpd"
 ) -> tuple[Timed, dict[str, Timed]]:
     """The CPU-bound pair: the sink answers at once, so it and the senders share the
-    machine's cores. ``modes``: worker counts, 0 for inline; ``sink``: ``aiosmtpd`` or
-    ``postfix`` (Postfix's smtp-sink, which costs the machine far less per message)."""
-    names = ["inline" if k == 0 else str(k) for k in modes]
-    return pair(size, names, batch_size, SinkShape(kind=sink))
+    machine's cores. ``modes`` as for ``--modes``; ``sink``: ``aiosmtpd`` or ``postfix``
+    (Postfix's smtp-sink, which costs the machine far less per message)."""
+    return pair(size, modes, batch_size, SinkShape(kind=sink))
 
 
 def smtp_latency_pair(
@@ -535,7 +578,7 @@ def main() -> int:
         "--modes",
         default="inline,1,2",
         help="comma-separated: inline, K (workers), KxC (K workers, C connections each), "
-        "rawC (the raw loop over C connections)",
+        "rawC (the raw loop over C connections), rawPp (over P processes)",
     )
     parser.add_argument(
         "--sink-latency-ms",
