@@ -11,6 +11,7 @@ but refused. The app answers a sign-up before it stores it: ``settled`` waits fo
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -643,6 +644,67 @@ def test_rate_limit_is_shared_through_redis(
             codes.append(client.post(url, json=body).status_code)
     assert codes == [202, 202, 202, 429]
     assert find(sessions, "shared3@example.org") is None
+
+
+class StalledRedis:
+    """A Redis that takes connections and never answers, as one stuck or cut off does."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.connected = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                self.connections.append(self.listener.accept()[0])
+                self.connected.set()
+
+    def close(self) -> None:
+        for connection in [self.listener, *self.connections]:
+            connection.close()
+
+
+def test_a_stalled_redis_holds_only_the_sign_up(
+    start_server: Callable[..., LiveServer],
+    sessions: sessionmaker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The subscribe limit's count is in Redis: while Redis does not answer, the sign-up waits
+    for it in a thread, not on the event loop, so the app's other requests go on; then it is
+    refused (503, nothing stored), the log says what to check, and so is a stats sign-in."""
+    stalled = StalledRedis()
+    try:
+        server = start_server(broker_url=stalled.url, stats_token="s3cret-stats-token-for-tests")
+        answers: list[httpx.Response] = []
+
+        def sign_up() -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                answers.append(subscribe_json(client, email="stalled@example.org", consent=True))
+
+        waiting = threading.Thread(target=sign_up)
+        waiting.start()
+        assert stalled.connected.wait(15), "the limit never asked Redis"
+        with httpx.Client(base_url=server.url, timeout=15) as other:
+            assert other.get("/subscribe").status_code == 200
+            assert waiting.is_alive(), "the sign-up should still be waiting on Redis"
+            waiting.join(30)
+            assert not waiting.is_alive(), "the sign-up should give up on Redis"
+            stats = other.get("/stats/1", headers={"Authorization": "Bearer wrong"})
+    finally:
+        stalled.close()
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "busy"
+    assert answer.json()["message"].startswith("We cannot take this request right now.")
+    assert_html_page(stats, 503)
+    assert "Please try again in a few minutes." in page_text(stats)
+    assert find(sessions, "stalled@example.org") is None
+    assert server.mail() == []
+    said = [r.getMessage() for r in caplog.records if "cannot reach Redis" in r.getMessage()]
+    assert said and "MAILER_BROKER_URL" in said[0], caplog.text
 
 
 @pytest.mark.parametrize("how", ["no cookie, no field", "field only", "cookie only", "mismatch"])

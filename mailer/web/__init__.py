@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,7 +35,7 @@ from mailer.sending.dispatch import check_broker
 from mailer.tracking.sendgrid import SendGridWebhook
 from mailer.web import archive, metrics, stats, subscribe, webhooks
 from mailer.web.access_log import REDACT_TOKENS
-from mailer.web.guards import AfterResponse, RateLimiter, SecurityHeaders
+from mailer.web.guards import AfterResponse, LimitUnavailable, RateLimiter, SecurityHeaders
 from mailer.web.pages import Pages, not_found
 from mailer.web.tracking import EventBuffer, LinkTables, TrackingRoutes
 
@@ -125,6 +125,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (subscribe, webhooks, archive, stats, metrics):
         app.include_router(module.router)
     app.add_exception_handler(HTTPException, not_found)  # a page for a browser
+
+    @app.exception_handler(LimitUnavailable)
+    def limit_unavailable(request: Request, exc: LimitUnavailable) -> Response:
+        """A limited page (the stats sign-in) while the limit's Redis is away: refused, so no
+        guess goes uncounted, and the visitor told to come back."""
+        strings = pages.strings
+        return pages.message(strings["busy_title"], strings["busy"], 503)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

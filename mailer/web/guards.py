@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 from limits import parse, storage, strategies
+from limits.errors import StorageError
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +21,7 @@ __all__ = [
     "CSRF_COOKIE",
     "MAX_BODY",
     "AfterResponse",
+    "LimitUnavailable",
     "RateLimiter",
     "SecurityHeaders",
     "client_ip",
@@ -46,14 +48,31 @@ SECURITY_HEADERS = {
 }
 
 
+# How long a limit check waits on Redis: a Redis that stopped answering costs a visitor a
+# "try again" page after this long, not a request that never ends.
+LIMIT_STORE_TIMEOUT = 2.0
+
+
+class LimitUnavailable(Exception):
+    """The limiter's Redis did not answer: nothing was counted (the log says what to check)."""
+
+
 class RateLimiter:
-    """A moving-window limit per key; in Redis when there is one, so all processes share it."""
+    """A moving-window limit per key; in Redis when there is one, so all processes share it.
+
+    The checks block on Redis: an async route runs them in the thread pool, never on the
+    event loop, where a slow Redis would hold every other request too."""
 
     def __init__(self, rate: str, redis_url: str = "", name: str = "subscribe") -> None:
         self.item = parse(rate)
         self.name = name  # what is counted: each limiter keeps its own counts
         backend = (
-            storage.storage_from_string(redis_url)
+            storage.storage_from_string(
+                redis_url,
+                wrap_exceptions=True,
+                socket_timeout=LIMIT_STORE_TIMEOUT,
+                socket_connect_timeout=LIMIT_STORE_TIMEOUT,
+            )
             if redis_url.startswith("redis")
             else storage.MemoryStorage()
         )
@@ -61,11 +80,26 @@ class RateLimiter:
 
     def allow(self, key: str) -> bool:
         """Count one attempt; False once ``key`` is over the limit."""
-        return self.limiter.hit(self.item, self.name, key)
+        try:
+            return self.limiter.hit(self.item, self.name, key)
+        except StorageError as exc:
+            raise self._unavailable(exc) from exc
 
     def spent(self, key: str) -> bool:
         """Whether ``key`` has no attempt left, without counting one."""
-        return not self.limiter.test(self.item, self.name, key)
+        try:
+            return not self.limiter.test(self.item, self.name, key)
+        except StorageError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: StorageError) -> LimitUnavailable:
+        log.error(
+            "the %s rate limit cannot reach Redis (%s): check that it runs at "
+            "MAILER_BROKER_URL; until then those requests are refused with 503",
+            self.name,
+            exc.storage_error,
+        )
+        return LimitUnavailable(self.name)
 
 
 def client_ip(request: Request) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 
 from mailer.errors import MailerError
 from mailer.sending import brake
@@ -117,12 +118,12 @@ async def stats_login(request: Request, campaign_id: int) -> Response:
     if not settings.stats_token or not 0 < campaign_id <= MAX_ID:
         return not_found(request)
     limit: RateLimiter = request.app.state.stats_limit
-    if limit.spent(client_ip(request)):
+    if await run_in_threadpool(limit.spent, client_ip(request)):  # Redis: off the event loop
         return _login(request, 429, request.app.state.pages.strings["too_many"])
     body = await read_body(request)
     fields = parse_qs((body or b"").decode("utf-8", "replace"))
     if not _same(fields.get("token", [""])[0], settings.stats_token):
-        limit.allow(client_ip(request))
+        await run_in_threadpool(limit.allow, client_ip(request))
         return _login(request, 401, "That is not the stats token.")
     response = RedirectResponse(f"/stats/{campaign_id}", 303)  # relative: not from Host
     response.set_cookie(

@@ -21,6 +21,8 @@ from mailer.web.guards import (
     CSRF_COOKIE,
     MAX_BODY,
     AfterResponse,
+    LimitUnavailable,
+    RateLimiter,
     client_ip,
     csrf_ok,
     new_csrf_token,
@@ -90,7 +92,7 @@ async def subscribe(request: Request) -> Response:
             raise _BadRequest(403, "form_expired")
         if data.get("website"):  # the honeypot: people do not see it, bots fill it in
             return _accepted(request, is_json, str(data.get("email", "")))
-        if not request.app.state.subscribe_limit.allow(client_ip(request)):
+        if not await _allowed(request):
             raise _BadRequest(429, "too_many")
         email = str(data.get("email", "")).strip()
         try:
@@ -118,6 +120,16 @@ async def subscribe(request: Request) -> Response:
             return JSONResponse({"error": bad.key, "message": strings[bad.key]}, status)
         typed = {key: str(data.get(key, ""))[:MAX_LENGTH] for key in ("email", "name")}
         return _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
+
+
+async def _allowed(request: Request) -> bool:
+    """Whether the client's address has a sign-up left (in the thread pool: the count may be
+    in Redis); 503 when the count cannot be kept, so a flood is never let through."""
+    limit: RateLimiter = request.app.state.subscribe_limit
+    try:
+        return await run_in_threadpool(limit.allow, client_ip(request))
+    except LimitUnavailable as exc:
+        raise _BadRequest(503, "busy") from exc
 
 
 def _name(typed: str) -> str:
