@@ -318,20 +318,29 @@ def _in_processes(loop: Callable[[int], None], count: int) -> None:
     """``loop(i)`` for each i below ``count``, each in a process forked for it. A bare fork,
     not ``multiprocessing``, whose after-fork hooks (kombu's, once a Celery app is imported
     here) close the parent's broker connections from the child and may hang there."""
-    children = []
-    for i in range(count):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                loop(i)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        children.append(pid)
-    failed = [pid for pid in children if os.waitpid(pid, 0)[1]]
+    children: list[int] = []
+    failed = []
+    try:
+        for i in range(count):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    loop(i)
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        while children:
+            if os.waitpid(children[0], 0)[1]:
+                failed.append(children[0])
+            children.pop(0)
+    finally:  # interrupted (Ctrl-C, a failed fork): no child outlives the run
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     if failed:
         raise RuntimeError(f"{len(failed)} raw sender processes failed (tracebacks above)")
 
@@ -504,7 +513,10 @@ class Mode:
         if text == "inline":
             return cls()
         if text.startswith("raw") and text.endswith("p"):
-            return cls(connections=1, raw=True, processes=int(text[3:-1]))
+            processes = int(text[3:-1])
+            if processes < 2:
+                raise ValueError(f"{text}: rawPp takes 2 processes or more (raw1 is one)")
+            return cls(connections=1, raw=True, processes=processes)
         if text.startswith("raw"):
             return cls(connections=int(text[3:] or 1), raw=True)
         workers, _, connections = text.partition("x")

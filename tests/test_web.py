@@ -33,7 +33,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.config import Settings
 from mailer.runtime import Runtime
 from mailer.tokens import Purpose, Signer
-from mailer.web import create_app
+from mailer.web import create_app, guards
 from subscribers import store
 from subscribers.models import Activity, Status, Subscriber
 from testkit.redis_db import redis_url
@@ -654,15 +654,18 @@ class StalledRedis:
         self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
         self.connected = threading.Event()
         self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # the listener closed
+        with contextlib.suppress(OSError):  # the listener shut down
             while True:
                 self.connections.append(self.listener.accept()[0])
                 self.connected.set()
 
     def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept; close alone does not
+        self.thread.join(5)
         for connection in [self.listener, *self.connections]:
             connection.close()
 
@@ -671,10 +674,13 @@ def test_a_stalled_redis_holds_only_the_sign_up(
     start_server: Callable[..., LiveServer],
     sessions: sessionmaker,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The subscribe limit's count is in Redis: while Redis does not answer, the sign-up waits
-    for it in a thread, not on the event loop, so the app's other requests go on; then it is
-    refused (503, nothing stored), the log says what to check, and so is a stats sign-in."""
+    for it off the event loop, so the app's other requests go on; then it is refused (503,
+    nothing stored), the log says what to check, and for a pause the limited requests (the
+    stats sign-in too) are refused at once, without asking Redis again."""
+    monkeypatch.setattr(guards, "LIMIT_STORE_TIMEOUT", 5.0)  # the window the test looks in
     stalled = StalledRedis()
     try:
         server = start_server(broker_url=stalled.url, stats_token="s3cret-stats-token-for-tests")
@@ -692,19 +698,44 @@ def test_a_stalled_redis_holds_only_the_sign_up(
             assert waiting.is_alive(), "the sign-up should still be waiting on Redis"
             waiting.join(30)
             assert not waiting.is_alive(), "the sign-up should give up on Redis"
+            asked = len(stalled.connections)
+            again = subscribe_json(other, email="stalled2@example.org", consent=True)
             stats = other.get("/stats/1", headers={"Authorization": "Bearer wrong"})
+            login = other.post("/stats/1", data={"token": "wrong"})
     finally:
         stalled.close()
-    (answer,) = answers
-    assert answer.status_code == 503, answer.text
-    assert answer.json()["error"] == "busy"
-    assert answer.json()["message"].startswith("We cannot take this request right now.")
-    assert_html_page(stats, 503)
-    assert "Please try again in a few minutes." in page_text(stats)
+    assert len(stalled.connections) == asked, "the pause should not ask Redis again"
+    for answer in [*answers, again]:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "busy"
+        assert answer.json()["message"].startswith("We cannot take this request right now.")
+        assert 0 < int(answer.headers["retry-after"]) <= guards.LIMIT_STORE_PAUSE
+    for page in (stats, login):
+        assert_html_page(page, 503)
+        assert "Please try again in a few minutes." in page_text(page)
+        assert "retry-after" in page.headers
     assert find(sessions, "stalled@example.org") is None
     assert server.mail() == []
-    said = [r.getMessage() for r in caplog.records if "cannot reach Redis" in r.getMessage()]
-    assert said and "MAILER_BROKER_URL" in said[0], caplog.text
+    said = [r.getMessage() for r in caplog.records if "Redis failed" in r.getMessage()]
+    assert len(said) == 1, caplog.text  # once per pause, not once per refused request
+    assert "MAILER_BROKER_URL" in said[0]
+
+
+def test_the_limits_ask_redis_again_after_their_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guards, "LIMIT_STORE_PAUSE", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a port nothing answers on
+        port = taken.getsockname()[1]
+    limit = guards.RateLimiter("3/minute", guards.LimitStore(f"redis://127.0.0.1:{port}/0"))
+    with pytest.raises(guards.LimitUnavailable) as failed:
+        limit.allow("192.0.2.1")
+    assert failed.value.retry_after == 0.3  # Redis was asked, and failed
+    with pytest.raises(guards.LimitUnavailable) as paused:
+        limit.spent("192.0.2.1")
+    assert paused.value.retry_after < 0.3  # the pause answered, Redis was not asked
+    time.sleep(0.35)
+    with pytest.raises(guards.LimitUnavailable) as again:
+        limit.allow("192.0.2.1")
+    assert again.value.retry_after == 0.3  # asked again once the pause was over
 
 
 @pytest.mark.parametrize("how", ["no cookie, no field", "field only", "cookie only", "mismatch"])

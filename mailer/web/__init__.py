@@ -35,7 +35,13 @@ from mailer.sending.dispatch import check_broker
 from mailer.tracking.sendgrid import SendGridWebhook
 from mailer.web import archive, metrics, stats, subscribe, webhooks
 from mailer.web.access_log import REDACT_TOKENS
-from mailer.web.guards import AfterResponse, LimitUnavailable, RateLimiter, SecurityHeaders
+from mailer.web.guards import (
+    AfterResponse,
+    LimitStore,
+    LimitUnavailable,
+    RateLimiter,
+    SecurityHeaders,
+)
 from mailer.web.pages import Pages, not_found
 from mailer.web.tracking import EventBuffer, LinkTables, TrackingRoutes
 
@@ -116,8 +122,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.after_response = after_response
     app.state.pages = pages
     app.state.optin = runtime.optin  # built now: a backend that cannot start fails here
-    app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, settings.broker_url)
-    app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, settings.broker_url, "stats")
+    limits = LimitStore(settings.broker_url)
+    app.state.subscribe_limit = RateLimiter(settings.subscribe_rate_limit, limits)
+    app.state.stats_limit = RateLimiter(stats.FAILED_LOGINS, limits, "stats")
     app.state.sendgrid_webhook = SendGridWebhook(
         settings.sendgrid_webhook_key, settings.webhook_replay_seconds
     )
@@ -127,11 +134,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(HTTPException, not_found)  # a page for a browser
 
     @app.exception_handler(LimitUnavailable)
-    def limit_unavailable(request: Request, exc: LimitUnavailable) -> Response:
-        """A limited page (the stats sign-in) while the limit's Redis is away: refused, so no
-        guess goes uncounted, and the visitor told to come back."""
-        strings = pages.strings
-        return pages.message(strings["busy_title"], strings["busy"], 503)
+    async def limit_unavailable(request: Request, exc: Exception) -> Response:
+        """A limited page (the stats pages, /metrics) while the limit's Redis is away: refused,
+        and the visitor told when to come back."""
+        assert isinstance(exc, LimitUnavailable)
+        await pages.ask_lang()
+        return pages.busy(exc.retry_after)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

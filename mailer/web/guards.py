@@ -7,9 +7,11 @@ import ipaddress
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Request
 from limits import parse, storage, strategies
 from limits.errors import StorageError
@@ -21,6 +23,7 @@ __all__ = [
     "CSRF_COOKIE",
     "MAX_BODY",
     "AfterResponse",
+    "LimitStore",
     "LimitUnavailable",
     "RateLimiter",
     "SecurityHeaders",
@@ -48,24 +51,34 @@ SECURITY_HEADERS = {
 }
 
 
-# How long a limit check waits on Redis: a Redis that stopped answering costs a visitor a
-# "try again" page after this long, not a request that never ends.
+# How long a limit check waits on Redis, and, once it failed, how long the limits refuse
+# without asking it again: a Redis that stopped answering costs one check 2 s, then the
+# limited requests a quick 503 each (at most one uncounted guess per pause), and the log
+# one line per pause, however many requests come.
 LIMIT_STORE_TIMEOUT = 2.0
+LIMIT_STORE_PAUSE = 10.0
+# The threads the checks wait on Redis in: their own few, so a flood of sign-ups while Redis
+# stalls cannot take the thread pool that the app's other pages need.
+_LIMIT_THREADS = 4
 
 
 class LimitUnavailable(Exception):
-    """The limiter's Redis did not answer: nothing was counted (the log says what to check)."""
+    """The limiter's Redis failed: the attempt may not have been counted (the log says what
+    to check); ``retry_after`` is when the limits ask Redis again, in seconds."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(name)
+        self.retry_after = retry_after
 
 
-class RateLimiter:
-    """A moving-window limit per key; in Redis when there is one, so all processes share it.
+class LimitStore:
+    """Where the rate limits count: Redis when there is one, so all processes share the
+    counts, else this process's memory. After Redis fails, no limit asks it again for
+    LIMIT_STORE_PAUSE. The checks block on Redis: async routes await ``RateLimiter.allowed``
+    and ``exhausted``, which wait in the store's own threads, never on the event loop,
+    where a slow Redis would hold every other request too."""
 
-    The checks block on Redis: an async route runs them in the thread pool, never on the
-    event loop, where a slow Redis would hold every other request too."""
-
-    def __init__(self, rate: str, redis_url: str = "", name: str = "subscribe") -> None:
-        self.item = parse(rate)
-        self.name = name  # what is counted: each limiter keeps its own counts
+    def __init__(self, redis_url: str = "") -> None:
         backend = (
             storage.storage_from_string(
                 redis_url,
@@ -76,30 +89,55 @@ class RateLimiter:
             if redis_url.startswith("redis")
             else storage.MemoryStorage()
         )
-        self.limiter = strategies.MovingWindowRateLimiter(backend)
+        self.window = strategies.MovingWindowRateLimiter(backend)
+        self.paused_until = 0.0  # time.monotonic(): no check asks Redis before then
+        self.threads = CapacityLimiter(_LIMIT_THREADS)
+
+    def ask(self, check: Callable[[], bool], name: str) -> bool:
+        """``check()``'s answer, or ``LimitUnavailable`` (paused, or Redis failed now)."""
+        left = self.paused_until - time.monotonic()
+        if left > 0:
+            raise LimitUnavailable(name, left)
+        try:
+            return check()
+        except StorageError as exc:
+            self.paused_until = time.monotonic() + LIMIT_STORE_PAUSE
+            log.error(
+                "the %s rate limit's Redis failed (%s): check that it runs at "
+                "MAILER_BROKER_URL; the limited requests are refused with 503 meanwhile, "
+                "and Redis is asked again in %g s",
+                name,
+                exc.storage_error,
+                LIMIT_STORE_PAUSE,
+            )
+            raise LimitUnavailable(name, LIMIT_STORE_PAUSE) from exc
+
+
+class RateLimiter:
+    """A moving-window limit per key, counted in ``store``."""
+
+    def __init__(self, rate: str, store: LimitStore, name: str = "subscribe") -> None:
+        self.item = parse(rate)
+        self.store = store
+        self.name = name  # what is counted: each limiter keeps its own counts
 
     def allow(self, key: str) -> bool:
         """Count one attempt; False once ``key`` is over the limit."""
-        try:
-            return self.limiter.hit(self.item, self.name, key)
-        except StorageError as exc:
-            raise self._unavailable(exc) from exc
+        window = self.store.window
+        return self.store.ask(lambda: window.hit(self.item, self.name, key), self.name)
 
     def spent(self, key: str) -> bool:
         """Whether ``key`` has no attempt left, without counting one."""
-        try:
-            return not self.limiter.test(self.item, self.name, key)
-        except StorageError as exc:
-            raise self._unavailable(exc) from exc
+        window = self.store.window
+        return not self.store.ask(lambda: window.test(self.item, self.name, key), self.name)
 
-    def _unavailable(self, exc: StorageError) -> LimitUnavailable:
-        log.error(
-            "the %s rate limit cannot reach Redis (%s): check that it runs at "
-            "MAILER_BROKER_URL; until then those requests are refused with 503",
-            self.name,
-            exc.storage_error,
-        )
-        return LimitUnavailable(self.name)
+    async def allowed(self, key: str) -> bool:
+        """``allow``, from the event loop."""
+        return await to_thread.run_sync(self.allow, key, limiter=self.store.threads)
+
+    async def exhausted(self, key: str) -> bool:
+        """``spent``, from the event loop."""
+        return await to_thread.run_sync(self.spent, key, limiter=self.store.threads)
 
 
 def client_ip(request: Request) -> str:

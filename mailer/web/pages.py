@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,14 @@ class Pages:
         """The one "not found" page (404), in the language of the pages now."""
         strings = self.strings
         return self.message(strings["not_found_title"], strings["not_found"], 404)
+
+    def busy(self, retry_after: float) -> HTMLResponse:
+        """The "try again in a few minutes" page (503): what a limited page answers while the
+        limits' Redis is away (``guards.LimitUnavailable``)."""
+        strings = self.strings
+        response = self.message(strings["busy_title"], strings["busy"], 503)
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+        return response
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,6 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
-from starlette.concurrency import run_in_threadpool
 
 from mailer.errors import MailerError
 from mailer.sending import brake
@@ -115,15 +114,16 @@ def stats_page(request: Request, campaign_id: int) -> Response:
 async def stats_login(request: Request, campaign_id: int) -> Response:
     """The page's form: the right token sets the cookie and goes back to the page."""
     settings = request.app.state.settings
+    await request.app.state.pages.ask_lang()  # the pages' language may wait for the database
     if not settings.stats_token or not 0 < campaign_id <= MAX_ID:
         return not_found(request)
     limit: RateLimiter = request.app.state.stats_limit
-    if await run_in_threadpool(limit.spent, client_ip(request)):  # Redis: off the event loop
+    if await limit.exhausted(client_ip(request)):
         return _login(request, 429, request.app.state.pages.strings["too_many"])
     body = await read_body(request)
     fields = parse_qs((body or b"").decode("utf-8", "replace"))
     if not _same(fields.get("token", [""])[0], settings.stats_token):
-        await run_in_threadpool(limit.allow, client_ip(request))
+        await limit.allowed(client_ip(request))
         return _login(request, 401, "That is not the stats token.")
     response = RedirectResponse(f"/stats/{campaign_id}", 303)  # relative: not from Host
     response.set_cookie(

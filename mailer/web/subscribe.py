@@ -8,6 +8,7 @@ it before the store is touched, so the time it takes tells nothing either.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -43,10 +44,11 @@ _FIELD_ERRORS = {"email": "invalid_email", "name": "name_invalid", "consent": "c
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, key: str, field: str = "") -> None:
+    def __init__(self, status: int, key: str, field: str = "", retry_after: float = 0) -> None:
         self.status = status
         self.key = key  # the message, in the page's strings
         self.field = field  # the form field at fault, if one is
+        self.retry_after = retry_after  # seconds, for a 503
 
 
 def _pages(request: Request) -> Pages:
@@ -84,6 +86,7 @@ def subscribe_form(request: Request) -> HTMLResponse:
 @router.post("/subscribe")
 async def subscribe(request: Request) -> Response:
     is_json = request.headers.get("content-type", "").startswith("application/json")
+    await _pages(request).ask_lang()  # the pages' language may wait for the database
     strings = _pages(request).strings
     data: dict[str, Any] = {}
     try:
@@ -115,21 +118,26 @@ async def subscribe(request: Request) -> Response:
         response.background = after.task(_optin(request).subscribe, email, consent, name)
         return response
     except _BadRequest as bad:
+        answer: Response
         if is_json:  # a field the client got wrong is 422, as FastAPI's own validation says
             status = 422 if bad.field else bad.status
-            return JSONResponse({"error": bad.key, "message": strings[bad.key]}, status)
-        typed = {key: str(data.get(key, ""))[:MAX_LENGTH] for key in ("email", "name")}
-        return _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
+            answer = JSONResponse({"error": bad.key, "message": strings[bad.key]}, status)
+        else:
+            typed = {key: str(data.get(key, ""))[:MAX_LENGTH] for key in ("email", "name")}
+            answer = _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
+        if bad.retry_after:
+            answer.headers["Retry-After"] = str(math.ceil(bad.retry_after))
+        return answer
 
 
 async def _allowed(request: Request) -> bool:
-    """Whether the client's address has a sign-up left (in the thread pool: the count may be
-    in Redis); 503 when the count cannot be kept, so a flood is never let through."""
+    """Whether the client's address has a sign-up left; 503 while the count cannot be kept
+    (its Redis failed), so that a flood is never let through."""
     limit: RateLimiter = request.app.state.subscribe_limit
     try:
-        return await run_in_threadpool(limit.allow, client_ip(request))
+        return await limit.allowed(client_ip(request))
     except LimitUnavailable as exc:
-        raise _BadRequest(503, "busy") from exc
+        raise _BadRequest(503, "busy", retry_after=exc.retry_after) from exc
 
 
 def _name(typed: str) -> str:
@@ -220,6 +228,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
     # RFC 8058 senders post List-Unsubscribe=One-Click as a urlencoded or multipart form.
     one_click = "List-Unsubscribe" in body and "One-Click" in body
     optin, pages = _optin(request), _pages(request)
+    await pages.ask_lang()
     try:
         how = "one-click" if one_click else "web page"
         subscriber = await run_in_threadpool(optin.unsubscribe, token, how)
