@@ -236,6 +236,28 @@ def test_pages_speak_the_publication_language(
     assert '<html lang="zh">' in bad.text and "链接无效" in bad.text
 
 
+def test_pages_link_under_the_path_of_the_public_url(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    """Served under a path by a proxy that takes the prefix off (MAILER_PUBLIC_URL
+    https://example.org/newsletter), the pages' links, the form, the stats redirect and its
+    cookie stay under that path, where the proxy sends them back to the app."""
+    token = "s3cret-stats-token-for-tests"
+    server = start_server(public_url="http://127.0.0.1:9/newsletter", stats_token=token)
+    with httpx.Client(base_url=server.url, timeout=15) as client:
+        form = client.get("/subscribe")
+        archive = client.get("/archive")
+        signed_in = client.post("/stats/1", data={"token": token})
+    assert '<form method="post" action="/newsletter/subscribe"' in form.text
+    assert '<a href="/newsletter/archive">' in form.text  # the footer, on every page
+    assert 'href="/newsletter/feed.xml"' in archive.text
+    assert '<a href="/newsletter/subscribe">' in archive.text
+    assert not re.search(r'(href|action|src)="/(?!newsletter/)', form.text + archive.text)
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/newsletter/stats/1"
+    assert "Path=/newsletter/stats" in signed_in.headers["set-cookie"]
+
+
 # --- the whole opt-in loop -----------------------------------------------------------------
 
 

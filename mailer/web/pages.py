@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.exception_handlers import http_exception_handler
@@ -22,13 +23,17 @@ __all__ = ["Pages", "not_found"]
 
 class Pages:
     """Renders a page in the language ``lang()`` gives now (default: ``MAILER_LANG``, or
-    English), its strings with the publication's name filled in."""
+    English), its strings with the publication's name filled in. The pages' links to each
+    other start with ``base``, the path of MAILER_PUBLIC_URL ("" at a host's root): behind
+    a proxy that serves the app under a path (``https://example.org/newsletter``, the
+    prefix taken off), a link to ``/subscribe`` would leave the app for the host's own."""
 
     def __init__(
         self, templates: Templates, settings: Settings, lang: Callable[[], str] | None = None
     ) -> None:
         self.templates = templates
         self.publication = Publication.of(settings)
+        self.base = urlsplit(settings.public_url).path  # no trailing slash: config strips it
         self.lang = lang or (lambda: settings.lang or DEFAULT_LANG)
         self._strings: dict[str, dict[str, str]] = {}
 
@@ -53,6 +58,7 @@ class Pages:
             lang=lang,
             strings=self.strings_for(lang),
             settings=self.publication,
+            base=self.base,
             **context,
         )
         response = HTMLResponse(html, status_code=status_code)

@@ -125,11 +125,13 @@ async def stats_login(request: Request, campaign_id: int) -> Response:
     if not _same(fields.get("token", [""])[0], settings.stats_token):
         await limit.allowed(client_ip(request))
         return _login(request, 401, "That is not the stats token.")
-    response = RedirectResponse(f"/stats/{campaign_id}", 303)  # relative: not from Host
+    # Not from Host: under the app's own path (Pages.base), on whatever host was asked.
+    base = request.app.state.pages.base
+    response = RedirectResponse(f"{base}/stats/{campaign_id}", 303)
     response.set_cookie(
         COOKIE,
         _session(settings.stats_token),
-        path="/stats",
+        path=f"{base}/stats",
         httponly=True,
         samesite="strict",
         secure=settings.public_url.startswith("https:"),
