@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,6 +116,20 @@ def test_a_public_apps_metrics_need_the_stats_token(
     assert ("mailer_campaigns", frozenset({("state", "draft")})) in signed_in
     no_token = start_server(public_url="https://mail.example.org", stats_token="")
     assert httpx.get(f"{no_token.url}/metrics").status_code == 404
+
+
+@sqlite_only
+def test_a_public_apps_metrics_answer_in_text_while_the_limits_redis_is_away(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # a port nothing answers on
+        away = f"redis://127.0.0.1:{taken.getsockname()[1]}/0"
+    server = start_server(public_url="https://mail.example.org", stats_token=TOKEN, broker_url=away)
+    refused = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert refused.status_code == 503
+    assert refused.headers["content-type"].startswith("text/plain")
+    assert refused.text == "the failed-attempts limit cannot reach Redis: try again later\n"
+    assert int(refused.headers["retry-after"]) > 0
 
 
 @sqlite_only

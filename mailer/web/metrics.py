@@ -10,6 +10,8 @@ the campaigns by state. On an app at a public ``MAILER_PUBLIC_URL`` it is guarde
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.config import Settings
 from mailer.metrics import CampaignStates, QueueDepth, registry
 from mailer.sending.dispatch import QUEUES
+from mailer.web.guards import LimitUnavailable
 from mailer.web.stats import Access, access, not_found
 
 __all__ = ["registry_for", "router"]
@@ -37,7 +40,12 @@ def registry_for(settings: Settings, sessions: sessionmaker) -> CollectorRegistr
 
 def _refused(request: Request) -> Response | None:
     """Why a public app does not answer this request, or None when it may."""
-    granted = access(request)
+    try:
+        granted = access(request)
+    except LimitUnavailable as exc:  # as text, like the other refusals a scraper reads
+        retry = {"Retry-After": str(math.ceil(exc.retry_after))}
+        text = "the failed-attempts limit cannot reach Redis: try again later\n"
+        return Response(text, 503, headers=retry, media_type="text/plain")
     if granted is Access.OFF:
         return not_found(request)
     if granted is Access.SPENT:
