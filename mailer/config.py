@@ -66,6 +66,23 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+_PLAIN_PATH = re.compile(r"(?:/(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})+)*")
+
+
+def _service_url(value: str) -> str:
+    """The URL every link of the service starts with, the pages' links with its path: so
+    that path is plain segments, safe in HTML and in headers, and nothing follows it."""
+    value = _http_url(value)
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or not _PLAIN_PATH.fullmatch(parts.path):
+        raise ValueError(
+            "must be an http(s) URL whose path, if it has one, is plain segments (letters, "
+            "digits, - . _ ~ or %XX), with no //, ?query or #fragment"
+        )
+    return value
+
+
+ServiceUrl = Annotated[str, AfterValidator(_service_url)]
 
 
 def _optional_https_url(value: str) -> str:
@@ -169,7 +186,7 @@ class Settings(BaseModel):
     # A post's own page, under site_url, when its front matter has no canonical URL.
     post_path: str = "posts/{slug}/"
     # The address of this service's web app (unsubscribe, archive, tracking links).
-    public_url: HttpUrl = LOCAL_DEFAULT_URL
+    public_url: ServiceUrl = LOCAL_DEFAULT_URL
 
     publication_name: HeaderText = "The Weekly"
     sender_name: HeaderText = "The Weekly"

@@ -94,6 +94,18 @@ def test_config_file_from_environment(monkeypatch, isolated_env: Path) -> None:
             "pigeon",
             "MAILER_BACKEND: Input should be 'outbox', 'sendgrid' or 'smtp'",
         ),
+        # The pages' links start with its path: one a link or a header could be misled by.
+        *(
+            ("MAILER_PUBLIC_URL", url, "MAILER_PUBLIC_URL: Value error, must be an http(s) URL")
+            for url in (
+                "https://example.org//newsletter",  # //newsletter: another host, in a link
+                "https://example.org/news?from=mail",
+                "https://example.org/news#top",
+                "https://example.org/新闻",  # a header (the stats cookie's) takes no such text
+                "https://example.org/news letter",
+                'https://example.org/a"b',
+            )
+        ),
     ],
 )
 def test_wrong_environment_value_is_named(monkeypatch, name: str, value: str, words: str) -> None:
@@ -102,6 +114,18 @@ def test_wrong_environment_value_is_named(monkeypatch, name: str, value: str, wo
         load_settings()
     assert words in str(caught.value)
     assert repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("https://example.org/newsletter/", "https://example.org/newsletter"),
+        ("https://example.org/a/b-c_d.e~f", "https://example.org/a/b-c_d.e~f"),
+        ("https://example.org/%E6%96%B0%E9%97%BB", "https://example.org/%E6%96%B0%E9%97%BB"),
+    ],
+)
+def test_a_public_url_under_a_plain_path_is_taken(given: str, kept: str) -> None:
+    assert Settings(public_url=given).public_url == kept
 
 
 def test_wrong_file_values_and_unknown_keys_are_named(isolated_env: Path) -> None:

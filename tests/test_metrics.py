@@ -128,7 +128,7 @@ def test_a_public_apps_metrics_answer_in_text_while_the_limits_redis_is_away(
     refused = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert refused.status_code == 503
     assert refused.headers["content-type"].startswith("text/plain")
-    assert refused.text == "the failed-attempts limit cannot reach Redis: try again later\n"
+    assert refused.text == "the failed-attempts limit is unavailable: try again later\n"
     assert int(refused.headers["retry-after"]) > 0
 
 

@@ -135,8 +135,8 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(LimitUnavailable)
     async def limit_unavailable(request: Request, exc: Exception) -> Response:
-        """A limited page (the stats pages, /metrics) while the limit's Redis is away: refused,
-        and the visitor told when to come back."""
+        """A limited page (the stats pages; /metrics answers its own text) while the limit's
+        Redis is away: refused, and the visitor told when to come back."""
         assert isinstance(exc, LimitUnavailable)
         await pages.ask_lang()
         return pages.busy(exc.retry_after)

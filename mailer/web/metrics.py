@@ -42,9 +42,9 @@ def _refused(request: Request) -> Response | None:
     """Why a public app does not answer this request, or None when it may."""
     try:
         granted = access(request)
-    except LimitUnavailable as exc:  # as text, like the other refusals a scraper reads
+    except LimitUnavailable as exc:  # as text, like the 401 and 429 a scraper reads
         retry = {"Retry-After": str(math.ceil(exc.retry_after))}
-        text = "the failed-attempts limit cannot reach Redis: try again later\n"
+        text = "the failed-attempts limit is unavailable: try again later\n"
         return Response(text, 503, headers=retry, media_type="text/plain")
     if granted is Access.OFF:
         return not_found(request)

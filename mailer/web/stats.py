@@ -125,13 +125,14 @@ async def stats_login(request: Request, campaign_id: int) -> Response:
     if not _same(fields.get("token", [""])[0], settings.stats_token):
         await limit.allowed(client_ip(request))
         return _login(request, 401, "That is not the stats token.")
-    # Not from Host: under the app's own path (Pages.base), on whatever host was asked.
-    base = request.app.state.pages.base
-    response = RedirectResponse(f"{base}/stats/{campaign_id}", 303)
+    # Relative to the page the form is on, as the cookie's path is (left to the browser: the
+    # folder of that page): right under whatever path the app is reached, through a proxy
+    # that takes a prefix off or directly, and never from the Host header.
+    response = RedirectResponse(str(campaign_id), 303)
     response.set_cookie(
         COOKIE,
         _session(settings.stats_token),
-        path=f"{base}/stats",
+        path=None,
         httponly=True,
         samesite="strict",
         secure=settings.public_url.startswith("https:"),
