@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import secrets
 import threading
 import time
@@ -69,6 +70,11 @@ class LimitUnavailable(Exception):
     def __init__(self, name: str, retry_after: float) -> None:
         super().__init__(name)
         self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a 503 for it says about when to come back."""
+        return {"Retry-After": str(math.ceil(self.retry_after))}
 
 
 class LimitStore:

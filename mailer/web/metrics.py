@@ -10,8 +10,6 @@ the campaigns by state. On an app at a public ``MAILER_PUBLIC_URL`` it is guarde
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -43,9 +41,8 @@ def _refused(request: Request) -> Response | None:
     try:
         granted = access(request)
     except LimitUnavailable as exc:  # as text, like the 401 and 429 a scraper reads
-        retry = {"Retry-After": str(math.ceil(exc.retry_after))}
         text = "the failed-attempts limit is unavailable: try again later\n"
-        return Response(text, 503, headers=retry, media_type="text/plain")
+        return Response(text, 503, headers=exc.headers, media_type="text/plain")
     if granted is Access.OFF:
         return not_found(request)
     if granted is Access.SPENT:

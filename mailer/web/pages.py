@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,13 +11,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.config import Publication, Settings
 from mailer.content.spacing import fill
 from mailer.content.templating import Templates
 from mailer.store.publication_lang import DEFAULT_LANG, PublicationLang
 
-__all__ = ["Pages", "not_found"]
+__all__ = ["AskLanguageFirst", "Pages", "not_found"]
 
 
 class Pages:
@@ -80,13 +80,28 @@ class Pages:
         strings = self.strings
         return self.message(strings["not_found_title"], strings["not_found"], 404)
 
-    def busy(self, retry_after: float) -> HTMLResponse:
+    def busy(self, headers: dict[str, str]) -> HTMLResponse:
         """The "try again in a few minutes" page (503): what a limited page answers while the
-        limits' Redis is away (``guards.LimitUnavailable``)."""
+        limits' Redis is away (``guards.LimitUnavailable``, whose ``headers`` it carries)."""
         strings = self.strings
         response = self.message(strings["busy_title"], strings["busy"], 503)
-        response.headers["Retry-After"] = str(math.ceil(retry_after))
+        response.headers.update(headers)
         return response
+
+
+class AskLanguageFirst:
+    """ASGI middleware: the pages' language asked off the event loop when it is due again
+    (``Pages.ask_lang``), before the request, inside the app's error handling: no page,
+    error page or handler built on the loop then waits for the database."""
+
+    def __init__(self, app: ASGIApp, pages: Pages) -> None:
+        self.app = app
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.pages.ask_lang()
+        await self.app(scope, receive, send)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -96,5 +111,4 @@ async def not_found(request: Request, exc: Exception) -> Response:
     if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
         return await http_exception_handler(request, exc)
     pages: Pages = request.app.state.pages
-    await pages.ask_lang()
     return pages.not_found()

@@ -8,7 +8,6 @@ it before the store is touched, so the time it takes tells nothing either.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,11 +43,13 @@ _FIELD_ERRORS = {"email": "invalid_email", "name": "name_invalid", "consent": "c
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, key: str, field: str = "", retry_after: float = 0) -> None:
+    def __init__(
+        self, status: int, key: str, field: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
         self.key = key  # the message, in the page's strings
         self.field = field  # the form field at fault, if one is
-        self.retry_after = retry_after  # seconds, for a 503
+        self.headers = headers or {}  # of the answer (a 503's Retry-After)
 
 
 def _pages(request: Request) -> Pages:
@@ -86,7 +87,6 @@ def subscribe_form(request: Request) -> HTMLResponse:
 @router.post("/subscribe")
 async def subscribe(request: Request) -> Response:
     is_json = request.headers.get("content-type", "").startswith("application/json")
-    await _pages(request).ask_lang()  # the pages' language may wait for the database
     strings = _pages(request).strings
     data: dict[str, Any] = {}
     try:
@@ -125,8 +125,7 @@ async def subscribe(request: Request) -> Response:
         else:
             typed = {key: str(data.get(key, ""))[:MAX_LENGTH] for key in ("email", "name")}
             answer = _form_page(request, bad.status, strings[bad.key], bad.field, **typed)
-        if bad.retry_after:
-            answer.headers["Retry-After"] = str(math.ceil(bad.retry_after))
+        answer.headers.update(bad.headers)
         return answer
 
 
@@ -137,7 +136,7 @@ async def _allowed(request: Request) -> bool:
     try:
         return await limit.allowed(client_ip(request))
     except LimitUnavailable as exc:
-        raise _BadRequest(503, "busy", retry_after=exc.retry_after) from exc
+        raise _BadRequest(503, "busy", headers=exc.headers) from exc
 
 
 def _name(typed: str) -> str:
@@ -228,7 +227,6 @@ async def unsubscribe(request: Request, token: str) -> Response:
     # RFC 8058 senders post List-Unsubscribe=One-Click as a urlencoded or multipart form.
     one_click = "List-Unsubscribe" in body and "One-Click" in body
     optin, pages = _optin(request), _pages(request)
-    await pages.ask_lang()
     try:
         how = "one-click" if one_click else "web page"
         subscriber = await run_in_threadpool(optin.unsubscribe, token, how)
