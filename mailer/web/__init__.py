@@ -42,7 +42,7 @@ from mailer.web.guards import (
     RateLimiter,
     SecurityHeaders,
 )
-from mailer.web.pages import AskLanguageFirst, Pages, not_found
+from mailer.web.pages import Pages, not_found
 from mailer.web.tracking import EventBuffer, LinkTables, TrackingRoutes
 
 __all__ = ["WebApp", "create_app", "from_environment"]
@@ -115,7 +115,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
         redirect_slashes=False,
     )
-    app.add_middleware(AskLanguageFirst, pages=pages)
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.signer = runtime.signer
@@ -139,6 +138,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         """A limited page (the stats pages; /metrics answers its own text) while the limit's
         Redis is away: refused, and the visitor told when to come back."""
         assert isinstance(exc, LimitUnavailable)
+        await pages.ask_lang()
         return pages.busy(exc.headers)
 
     @app.get("/healthz", include_in_schema=False)

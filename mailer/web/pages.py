@@ -11,14 +11,13 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.config import Publication, Settings
 from mailer.content.spacing import fill
 from mailer.content.templating import Templates
 from mailer.store.publication_lang import DEFAULT_LANG, PublicationLang
 
-__all__ = ["AskLanguageFirst", "Pages", "not_found"]
+__all__ = ["Pages", "not_found"]
 
 
 class Pages:
@@ -89,21 +88,6 @@ class Pages:
         return response
 
 
-class AskLanguageFirst:
-    """ASGI middleware: the pages' language asked off the event loop when it is due again
-    (``Pages.ask_lang``), before the request, inside the app's error handling: no page,
-    error page or handler built on the loop then waits for the database."""
-
-    def __init__(self, app: ASGIApp, pages: Pages) -> None:
-        self.app = app
-        self.pages = pages
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.pages.ask_lang()
-        await self.app(scope, receive, send)
-
-
 async def not_found(request: Request, exc: Exception) -> Response:
     """An unknown address: a page a person can read for a browser (it asks for text/html),
     FastAPI's JSON for everyone else (an API client, a probe)."""
@@ -111,4 +95,5 @@ async def not_found(request: Request, exc: Exception) -> Response:
     if exc.status_code != 404 or "text/html" not in request.headers.get("accept", ""):
         return await http_exception_handler(request, exc)
     pages: Pages = request.app.state.pages
+    await pages.ask_lang()
     return pages.not_found()

@@ -114,6 +114,7 @@ def stats_page(request: Request, campaign_id: int) -> Response:
 async def stats_login(request: Request, campaign_id: int) -> Response:
     """The page's form: the right token sets the cookie and goes back to the page."""
     settings = request.app.state.settings
+    await request.app.state.pages.ask_lang()  # the pages' language may wait for the database
     if not settings.stats_token or not 0 < campaign_id <= MAX_ID:
         return not_found(request)
     limit: RateLimiter = request.app.state.stats_limit

@@ -87,6 +87,7 @@ def subscribe_form(request: Request) -> HTMLResponse:
 @router.post("/subscribe")
 async def subscribe(request: Request) -> Response:
     is_json = request.headers.get("content-type", "").startswith("application/json")
+    await _pages(request).ask_lang()  # the pages' language may wait for the database
     strings = _pages(request).strings
     data: dict[str, Any] = {}
     try:
@@ -227,6 +228,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
     # RFC 8058 senders post List-Unsubscribe=One-Click as a urlencoded or multipart form.
     one_click = "List-Unsubscribe" in body and "One-Click" in body
     optin, pages = _optin(request), _pages(request)
+    await pages.ask_lang()
     try:
         how = "one-click" if one_click else "web page"
         subscriber = await run_in_threadpool(optin.unsubscribe, token, how)
